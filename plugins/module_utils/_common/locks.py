@@ -1,0 +1,64 @@
+# -*- coding: utf-8 -*-
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""One file-lock helper (fcntl.flock) with a bounded wait and a clear error.
+
+Used for the per-image lock in ``_base``, the host claim lock and per-instance locks.
+flock locks are released by the kernel when the holder dies, so a killed play never
+leaves a stale lock behind.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import time
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import LockTimeout
+
+
+class FileLock:
+    """``with FileLock(path, timeout=60, what="image abc"):`` — exclusive, bounded wait."""
+
+    def __init__(self, path, timeout=60.0, what=None, step="lock", poll=0.05):
+        self.path = path
+        self.timeout = float(timeout)
+        self.what = what or path
+        self.step = step
+        self.poll = poll
+        self._fd = None
+
+    def acquire(self):
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                return self
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    os.close(fd)
+                    raise
+            if time.monotonic() >= deadline:
+                os.close(fd)
+                raise LockTimeout(
+                    "could not lock %s within %.0f s (lock file %s is held by another run)"
+                    % (self.what, self.timeout, self.path),
+                    step=self.step,
+                )
+            time.sleep(self.poll)
+
+    def release(self):
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None
+
+    def __enter__(self):
+        return self.acquire()
+
+    def __exit__(self, *exc):
+        self.release()
+        return False

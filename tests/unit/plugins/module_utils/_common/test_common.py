@@ -1,0 +1,105 @@
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+import pytest
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common import atomic, locks, paths, runner
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import (
+    CommandError,
+    LockTimeout,
+    ValidationError,
+)
+from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
+
+
+def test_write_atomic_replaces_and_sets_mode(tmp_path):
+    target = tmp_path / "f"
+    atomic.write_atomic(str(target), "one", mode=0o640)
+    atomic.write_atomic(str(target), b"two", mode=0o600)
+    assert target.read_bytes() == b"two"
+    assert oct(target.stat().st_mode & 0o777) == "0o600"
+    assert os.listdir(tmp_path) == ["f"], "no temp file left behind"
+
+
+def test_lock_times_out_with_clear_message(tmp_path):
+    path = str(tmp_path / "x.lock")
+    with locks.FileLock(path, what="image abc"):
+        with pytest.raises(LockTimeout) as info:
+            locks.FileLock(path, timeout=0.2, what="image abc", step="image_cache").acquire()
+    assert "image_cache: could not lock image abc" in str(info.value)
+
+
+def test_lock_serialises_threads(tmp_path):
+    path = str(tmp_path / "y.lock")
+    inside = []
+
+    def worker():
+        with locks.FileLock(path, timeout=5):
+            inside.append(1)
+            assert len(inside) == 1
+            time.sleep(0.05)
+            inside.pop()
+
+    threads = [threading.Thread(target=worker) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert inside == []
+
+
+@pytest.mark.parametrize("bad", ["", "x", "1234", "../etc", "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5"])
+def test_validate_uuid_rejects(bad):
+    with pytest.raises(ValidationError):
+        paths.validate_uuid(bad)
+
+
+def test_validate_uuid_canonical():
+    assert paths.validate_uuid("6F1E8B2A-0C1D-4E5F-8A9B-0C1D2E3F4A5B") == "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
+
+
+def test_inside_follows_symlinks(tmp_path):
+    root = tmp_path / "inst"
+    root.mkdir()
+    (root / "link").symlink_to("/etc")
+    assert paths.inside(str(root / "a" / "b"), str(root))
+    assert not paths.inside(str(root / "link" / "passwd"), str(root))
+    assert not paths.inside(str(tmp_path / "inst2"), str(root))
+
+
+def test_base_path_is_sha1_of_image_id():
+    # sha1("cirros"), as Nova's imagecache names base files
+    assert paths.base_path("/i", "cirros") == "/i/_base/b931697135326754611a326506cbf74d295e7404"
+
+
+def test_runner_reports_stderr_and_exit():
+    with pytest.raises(CommandError) as info:
+        runner.CommandRunner("sh", step="t").run(["-c", "echo boom >&2; exit 3"])
+    assert "exit 3" in str(info.value) and "boom" in str(info.value)
+
+
+def test_runner_missing_binary():
+    with pytest.raises(CommandError, match="not installed"):
+        runner.CommandRunner("no-such-tool-xyz", step="t").run([])
+
+
+def test_runner_timeout():
+    with pytest.raises(CommandError, match="timed out"):
+        runner.CommandRunner("sleep", step="t", timeout=0.2).run(["5"])
+
+
+def test_runner_cpu_limit_kills():
+    with pytest.raises(CommandError, match="signal"):
+        runner.CommandRunner("sh", step="t", cpu_seconds=1).run(["-c", "while :; do :; done"], timeout=20)
+
+
+def test_journal_records_and_reloads(tmp_path):
+    j = Journal(str(tmp_path))
+    j.record("instance_disks", created=["disk", "disk.local"])
+    j.record("instance_disks", created=["disk"])
+    again = Journal(str(tmp_path))
+    assert again.created("instance_disks") == ["disk", "disk.local"]
+    assert oct((tmp_path / "instance.json").stat().st_mode & 0o777) == "0o600"
