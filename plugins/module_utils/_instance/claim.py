@@ -1,0 +1,194 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""The claim on the chosen host: re-check RAM, disk and vCPUs under the host lock.
+
+The scheduler decided from facts that may be stale; here each resource must satisfy Nova's former
+RamFilter / DiskFilter / CoreFilter rule
+
+    requested <= total * allocation_ratio - reserved - used
+
+where ``used`` sums the claims recorded in every ``<uuid>/instance.json`` on the host. The claim
+is written to the server's journal while the host lock is held, so N+1 parallel claims for N
+slots let exactly N through.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import JOURNAL_NAME, Journal
+from ansible_collections.nimbus.compute.plugins.module_utils._instance import layout
+from ansible_collections.nimbus.compute.plugins.module_utils._instance.flavor import requested_disk_mb, validate_flavor
+from ansible_collections.nimbus.compute.plugins.module_utils._instance.owner import qemu_owner
+
+STEP = layout.STEP_CLAIM
+RESOURCES = ("memory_mb", "disk_mb", "vcpus")
+
+
+class ClaimRefused(NimbusError):
+    """The host cannot hold the server: the orchestration reschedules to an alternate."""
+
+    step = STEP
+    retryable = True
+
+
+def requested(flavor):
+    return {"memory_mb": flavor["memory_mb"], "disk_mb": requested_disk_mb(flavor), "vcpus": flavor["vcpus"]}
+
+
+def host_totals(instances_path, libvirt_uri, memory_mb=None, disk_gb=None, vcpus=None):
+    """Totals given as options win; otherwise libvirt getInfo() and the instances_path filesystem."""
+    totals = {"memory_mb": memory_mb, "disk_mb": None if disk_gb is None else disk_gb * 1024, "vcpus": vcpus}
+    if memory_mb is None or vcpus is None:
+        try:
+            import libvirt
+
+            conn = libvirt.openReadOnly(libvirt_uri)
+            try:
+                info = conn.getInfo()  # [model, memory MiB, cpus, ...]
+            finally:
+                conn.close()
+        except ImportError:
+            raise NimbusError("libvirt-python is needed to read host totals (or give them as options)", step=STEP)
+        except Exception as exc:  # libvirt.libvirtError, without importing it at module load
+            raise NimbusError("cannot read host totals from %s: %s" % (libvirt_uri, exc), step=STEP, retryable=True)
+        if memory_mb is None:
+            totals["memory_mb"] = int(info[1])
+        if vcpus is None:
+            totals["vcpus"] = int(info[2])
+    if disk_gb is None:
+        probe = instances_path
+        while not os.path.exists(probe):
+            probe = os.path.dirname(probe)
+        st = os.statvfs(probe)
+        totals["disk_mb"] = st.f_blocks * st.f_frsize // (1 << 20)
+    return totals
+
+
+def host_claims(instances_path, exclude=None):
+    """``{uuid: claim}`` for every server with a claim in its instance.json on this host."""
+    claims = {}
+    try:
+        entries = list(os.scandir(instances_path))
+    except FileNotFoundError:
+        return claims
+    for entry in entries:
+        if entry.name == exclude or not entry.is_dir(follow_symlinks=False):
+            continue
+        try:
+            paths.validate_uuid(entry.name)
+        except ValidationError:
+            continue  # _base, locks, foreign dirs
+        journal_path = os.path.join(entry.path, JOURNAL_NAME)
+        try:
+            with open(journal_path, "rb") as handle:
+                data = json.loads(handle.read().decode("utf-8"))
+        except FileNotFoundError:
+            continue
+        except (OSError, ValueError) as exc:
+            # Fail closed: a claim we cannot read could hide used capacity.
+            raise NimbusError("cannot read claims in %s: %s" % (journal_path, exc), step=STEP)
+        claim = data.get("steps", {}).get(STEP, {}).get("claim")
+        if claim:
+            claims[entry.name] = claim
+    return claims
+
+
+def check(request, totals, used, ratios, reserved):
+    """Per resource: the numbers and whether it fits; Nova's rule, one line each."""
+    report = {}
+    for res in RESOURCES:
+        limit = totals[res] * ratios[res] - reserved[res]
+        free = limit - used[res]
+        report[res] = {
+            "requested": request[res],
+            "total": totals[res],
+            "allocation_ratio": ratios[res],
+            "reserved": reserved[res],
+            "used": used[res],
+            "limit": limit,
+            "free": free,
+            "fits": request[res] <= free,
+        }
+    return report
+
+
+def _validate_numbers(ratios, reserved, totals):
+    for res in RESOURCES:
+        if ratios[res] is None or ratios[res] <= 0:
+            raise ValidationError("%s allocation ratio must be greater than 0" % res, step=STEP)
+        if reserved[res] is None or reserved[res] < 0:
+            raise ValidationError("reserved %s must not be negative" % res, step=STEP)
+        if totals[res] is not None and totals[res] <= 0:
+            raise ValidationError("host total %s must be greater than 0" % res, step=STEP)
+
+
+def claim(instance_uuid, flavor, instances_path, *, libvirt_uri="qemu:///system", ratios=None, reserved=None,
+          totals=None, check_mode=False, owner=None):
+    """Claim the flavor's resources for the server; returns the module result (without msg)."""
+    flavor = validate_flavor(flavor, step=STEP)
+    instance_uuid, inst_dir = layout.resolve_instance_dir(instances_path, instance_uuid, STEP)
+    totals = dict(totals or {})
+    _validate_numbers(ratios, reserved, {"memory_mb": totals.get("memory_mb"),
+                                         "disk_mb": totals.get("disk_gb"), "vcpus": totals.get("vcpus")})
+    host = host_totals(instances_path, libvirt_uri, totals.get("memory_mb"), totals.get("disk_gb"), totals.get("vcpus"))
+    request = requested(flavor)
+    record = dict(request, flavor=flavor["name"])
+    if check_mode:
+        return _decide(instance_uuid, inst_dir, instances_path, request=request, record=record, host=host,
+                       ratios=ratios, reserved=reserved, owner=None)
+    owner = owner or qemu_owner()
+    with layout.instance_lock(instances_path, instance_uuid, STEP), layout.host_lock(instances_path, STEP):
+        return _decide(instance_uuid, inst_dir, instances_path, request=request, record=record, host=host,
+                       ratios=ratios, reserved=reserved, owner=owner)
+
+
+def _decide(instance_uuid, inst_dir, instances_path, *, request, record, host, ratios, reserved, owner):
+    others = host_claims(instances_path, exclude=instance_uuid)
+    used = {res: sum(int(c.get(res, 0)) for c in others.values()) for res in RESOURCES}
+    report = check(request, host, used, ratios, reserved)
+    result = {"changed": False, "instance_dir": inst_dir, "claim": record, "resources": report, "reschedule": False}
+    current = Journal(inst_dir).step(STEP).get("claim") if os.path.isdir(inst_dir) else None
+    refused = [res for res in RESOURCES if not report[res]["fits"]]
+    if current == record:
+        return result  # the same server claimed the same flavor before: already counted
+    if refused:
+        detail = ", ".join("%s: requested %s, free %s" % (res, report[res]["requested"], _num(report[res]["free"]))
+                           for res in refused)
+        raise ClaimRefused("host cannot claim %s for instance %s (%s)" % ("/".join(refused), instance_uuid, detail))
+    result["changed"] = True
+    if owner is None:
+        return result  # check mode
+    created = layout.ensure_instance_dir(inst_dir, owner)
+    Journal(inst_dir).record(STEP, created=[inst_dir] if created else [], claim=record)
+    return result
+
+
+def _num(value):
+    return int(value) if float(value).is_integer() else round(value, 2)
+
+
+def release(instance_uuid, instances_path, check_mode=False):
+    """Drop the claim; remove the dir when nothing else of the server is left in it."""
+    instance_uuid, inst_dir = layout.resolve_instance_dir(instances_path, instance_uuid, STEP)
+    result = {"changed": False, "instance_dir": inst_dir, "kept_because": []}
+    if not os.path.isdir(inst_dir):
+        return result
+    if check_mode:
+        journal = Journal(inst_dir)
+        result["changed"] = STEP in journal.data["steps"]
+        return result
+    lock = layout.instance_lock(instances_path, instance_uuid, STEP)
+    with lock, layout.host_lock(instances_path, STEP):
+        journal = Journal(inst_dir)
+        if STEP in journal.data["steps"]:
+            journal.forget(STEP)
+            result["changed"] = True
+        kept = layout.remove_if_unused(inst_dir, journal, lock_path=lock.path)
+        result["kept_because"] = kept
+        if not kept:
+            result["changed"] = True
+    return result
