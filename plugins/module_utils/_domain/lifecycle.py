@@ -1,0 +1,318 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""Define, start (optionally paused), pause, shut down, destroy, reboot and undefine a domain.
+
+Every wait is bounded; a timeout is a clear DomainError. ``ensure`` brings one domain to the wanted
+state and says what it changed, honouring check mode. Conflicts are errors, never overwrites: a
+different domain already holding our UUID or name is left alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import DomainError, libvirt_module
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.xml_builder import METADATA_NS
+
+STATES = ("defined", "running", "paused", "shutdown", "destroyed", "absent")
+REBOOT_MODES = ("soft", "hard")
+STEP = "domain"
+POLL = 0.1
+
+# virDomainState numbers, named as libvirt names them.
+STATE_NAMES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed",
+               7: "pmsuspended"}
+VIR_DOMAIN_XML_INACTIVE = 2
+VIR_DOMAIN_START_PAUSED = 1
+VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN = 1
+# managed save, snapshot and checkpoint metadata and NVRAM go with the domain (Nova's undefine).
+UNDEFINE_FLAGS = 1 | 2 | 4 | 16
+
+
+def _fail(msg, retryable=None):
+    return DomainError(msg, step=STEP, retryable=retryable)
+
+
+def _call(libvirt, what, fn, *args):
+    try:
+        return fn(*args)
+    except libvirt.libvirtError as exc:
+        raise _fail("%s failed: %s" % (what, exc.get_error_message()))
+
+
+def find(conn, uuid=None, name=None):
+    """The domain with this UUID (or name), or None."""
+    libvirt = libvirt_module(STEP)
+    try:
+        return conn.lookupByUUIDString(uuid) if uuid else conn.lookupByName(name)
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+            return None
+        raise _fail("looking up domain %s failed: %s" % (uuid or name, exc.get_error_message()))
+
+
+def state_of(dom):
+    return STATE_NAMES.get(dom.state()[0], "nostate") if dom is not None else "absent"
+
+
+def _is_ours(xml_text):
+    return METADATA_NS in xml_text
+
+
+def wait_for(dom, wanted, timeout, what):
+    """Poll until the domain's state is in ``wanted``; False on timeout."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if state_of(dom) in wanted:
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(POLL)
+
+
+def _bounded(fn, timeout, what):
+    """Run a blocking libvirt call in a thread and give up after ``timeout`` seconds."""
+    outcome = {}
+
+    def target():
+        try:
+            outcome["value"] = fn()
+        except Exception as exc:  # re-raised in the caller's thread
+            outcome["error"] = exc
+
+    worker = threading.Thread(target=target, daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if worker.is_alive():
+        raise _fail("%s did not finish within %.0f s" % (what, timeout), retryable=True)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+class Lifecycle:
+    """Lifecycle operations on one connection, each bounded in time."""
+
+    def __init__(self, conn, start_timeout=60.0, shutdown_timeout=60.0, force_after_timeout=True):
+        self.conn = conn
+        self.libvirt = libvirt_module(STEP)
+        self.start_timeout = float(start_timeout)
+        self.shutdown_timeout = float(shutdown_timeout)
+        self.force_after_timeout = force_after_timeout
+
+    def define(self, xml):
+        return _call(self.libvirt, "defining the domain", self.conn.defineXML, xml)
+
+    def start(self, dom, paused=False):
+        flags = VIR_DOMAIN_START_PAUSED if paused else 0
+        wanted = ("paused",) if paused else ("running", "blocked")
+        started = time.monotonic()
+        _bounded(lambda: _call(self.libvirt, "starting %s" % dom.name(), dom.createWithFlags, flags),
+                 self.start_timeout, "starting %s" % dom.name())
+        left = max(0.0, self.start_timeout - (time.monotonic() - started))
+        if not wait_for(dom, wanted, left, "start"):
+            raise _fail("%s did not reach state %s within %.0f s (now %s)"
+                        % (dom.name(), wanted[0], self.start_timeout, state_of(dom)), retryable=True)
+
+    def suspend(self, dom):
+        _call(self.libvirt, "pausing %s" % dom.name(), dom.suspend)
+
+    def resume(self, dom):
+        _call(self.libvirt, "resuming %s" % dom.name(), dom.resume)
+
+    def destroy(self, dom):
+        try:
+            dom.destroy()
+        except self.libvirt.libvirtError as exc:
+            if dom.isActive():  # it may have stopped by itself meanwhile
+                raise _fail("destroying %s failed: %s" % (dom.name(), exc.get_error_message()))
+
+    def shutdown(self, dom):
+        """Graceful ACPI shutdown within shutdown_timeout, then destroy when force_after_timeout
+        (Nova's clean shutdown). Returns True when it had to force."""
+        if state_of(dom) == "paused":
+            # A paused guest cannot see the power button.
+            if not self.force_after_timeout:
+                raise _fail("%s is paused and cannot shut down gracefully (force_after_timeout is false)" % dom.name())
+            self.destroy(dom)
+            return True
+        try:
+            dom.shutdownFlags(VIR_DOMAIN_SHUTDOWN_ACPI_POWER_BTN)
+        except self.libvirt.libvirtError as exc:
+            if dom.isActive():
+                raise _fail("shutting down %s failed: %s" % (dom.name(), exc.get_error_message()))
+        if wait_for(dom, ("shutoff", "crashed"), self.shutdown_timeout, "shutdown"):
+            return False
+        if not self.force_after_timeout:
+            raise _fail("%s did not shut down within %.0f s (the guest ignored ACPI; force_after_timeout is false)"
+                        % (dom.name(), self.shutdown_timeout), retryable=True)
+        self.destroy(dom)
+        return True
+
+    def undefine(self, dom):
+        try:
+            dom.undefineFlags(UNDEFINE_FLAGS)
+        except self.libvirt.libvirtError as exc:
+            if exc.get_error_code() != self.libvirt.VIR_ERR_NO_DOMAIN:
+                raise _fail("undefining %s failed: %s" % (dom.name(), exc.get_error_message()))
+
+    def reboot(self, dom, mode):
+        """Nova's reboot: soft = clean shutdown then start (hard when the guest ignores ACPI and
+        force_after_timeout); hard = destroy then start from the persistent definition."""
+        forced = True
+        if mode == "soft":
+            forced = self.shutdown(dom)
+        else:
+            self.destroy(dom)
+        self.start(dom)
+        return forced
+
+
+def read_xml_identity(root):
+    """(uuid, name) declared by a parsed ``<domain>``."""
+    uuid = (root.findtext("uuid") or "").strip().lower()
+    name = (root.findtext("name") or "").strip()
+    if not name:
+        raise ValidationError("domain XML has no <name>", step=STEP)
+    return uuid, name
+
+
+def ensure(conn, uuid, *, xml=None, state="running", start_paused=False, reboot=None, check_mode=False,
+           start_timeout=60.0, shutdown_timeout=60.0, force_after_timeout=True):
+    """Bring domain ``uuid`` to ``state``; returns a result dict (changed, state, diff, ...)."""
+    uuid = paths.validate_uuid(uuid, step=STEP)
+    if state not in STATES:
+        raise ValidationError("unknown state %r (one of: %s)" % (state, ", ".join(STATES)), step=STEP)
+    if reboot not in (None, *REBOOT_MODES):
+        raise ValidationError("unknown reboot mode %r (soft or hard)" % reboot, step=STEP)
+    wanted = name = None
+    if isinstance(xml, bytes):
+        xml = xml.decode("utf-8")
+    if xml is not None and state != "absent":
+        wanted = compare.parse(xml, step=STEP)
+        xml_uuid, name = read_xml_identity(wanted)
+        if xml_uuid != uuid:
+            raise ValidationError("the XML's <uuid> %r is not the requested uuid %s" % (xml_uuid or None, uuid), step=STEP)
+    ops = Lifecycle(conn, start_timeout, shutdown_timeout, force_after_timeout)
+    dom = find(conn, uuid=uuid)
+    result = {"changed": False, "uuid": uuid, "previous_state": state_of(dom), "defined": False, "redefined": False,
+              "pending_restart": False, "forced": False, "actions": []}
+    if wanted is not None:
+        _check_conflicts(conn, dom, uuid, name, xml)
+    if state == "absent":
+        return _absent(ops, dom, result, check_mode)
+
+    if wanted is not None:
+        dom = _define(ops, dom, xml, wanted, result, check_mode=check_mode)
+    elif dom is None:
+        raise _fail("domain %s is not defined and no XML was given" % paths.domain_name(uuid))
+    was_running = state_of(dom) in ("running", "blocked")
+    if dom is not None or check_mode:
+        _transition(ops, dom, state, result, start_paused=start_paused, check_mode=check_mode)
+    if reboot and state == "running" and was_running:
+        result["actions"].append("reboot %s" % reboot)
+        result["changed"] = True
+        if not check_mode:
+            result["forced"] = ops.reboot(dom, reboot) or result["forced"]
+            result["pending_restart"] = False
+    result["state"] = _expected(state, start_paused, dom) if check_mode else state_of(dom)
+    return result
+
+
+def _expected(state, start_paused, dom):
+    return {"running": "paused" if start_paused and state_of(dom) in ("absent", "shutoff", "paused") else "running",
+            "paused": "paused", "shutdown": "shutoff", "destroyed": "shutoff",
+            "defined": state_of(dom) if dom is not None else "shutoff"}[state]
+
+
+def _check_conflicts(conn, dom, uuid, name, xml):
+    if dom is not None and dom.name() != name:
+        raise _fail("UUID %s is already used by another domain named %r: refusing to overwrite it" % (uuid, dom.name()))
+    by_name = find(conn, name=name)
+    if by_name is not None and by_name.UUIDString().lower() != uuid:
+        raise _fail("domain name %r is already used by another domain with UUID %s: refusing to overwrite it"
+                    % (name, by_name.UUIDString()))
+    if dom is not None and _is_ours(xml) and not _is_ours(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE)):
+        raise _fail("domain %s exists but was not created by nimbus.compute (no nimbus metadata): refusing to overwrite it"
+                    % name)
+
+
+def _absent(ops, dom, result, check_mode):
+    result["state"] = "absent"
+    if dom is None:
+        return result
+    result["changed"] = True
+    if dom.isActive():
+        result["actions"].append("destroy")
+        if not check_mode:
+            ops.destroy(dom)
+    if dom.isPersistent():
+        result["actions"].append("undefine")
+        if not check_mode:
+            ops.undefine(dom)
+    return result
+
+
+def _define(ops, dom, xml, wanted, result, *, check_mode):
+    if dom is not None and dom.isPersistent():
+        same, before, after = compare.compare(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE), wanted)
+        if same:
+            return dom
+        result["redefined"] = True
+        result["actions"].append("redefine")
+        result["pending_restart"] = bool(dom.isActive())
+    else:
+        before, after = "", compare.to_string(compare.canonical(wanted))
+        result["defined"] = True
+        result["actions"].append("define")
+    result["changed"] = True
+    result["diff"] = {"before": before, "after": after}
+    if check_mode:
+        return dom
+    return ops.define(xml)
+
+
+def _transition(ops, dom, state, result, *, start_paused, check_mode):
+    current = state_of(dom)
+    if current == "shutdown":  # a guest powering off: let it finish before acting
+        wait_for(dom, ("shutoff",), ops.shutdown_timeout, "shutdown")
+        current = state_of(dom)
+    active = current in ("running", "blocked", "paused", "pmsuspended")
+    action = None
+    if state == "running":
+        if not active:
+            action = "start paused" if start_paused else "start"
+        elif current == "paused" and not start_paused:
+            action = "resume"
+    elif state == "paused":
+        if not active:
+            action = "start paused"
+        elif current != "paused":
+            action = "pause"
+    elif state == "shutdown" and active:
+        action = "shutdown"
+    elif state == "destroyed" and active:
+        action = "destroy"
+    if action is None:
+        return
+    result["changed"] = True
+    result["actions"].append(action)
+    if check_mode:
+        return
+    if action.startswith("start"):
+        ops.start(dom, paused=action == "start paused")
+        result["pending_restart"] = False
+    elif action == "resume":
+        ops.resume(dom)
+    elif action == "pause":
+        ops.suspend(dom)
+    elif action == "shutdown":
+        result["forced"] = ops.shutdown(dom)
+        result["pending_restart"] = False
+    else:
+        ops.destroy(dom)
+        result["pending_restart"] = False
