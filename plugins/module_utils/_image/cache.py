@@ -1,0 +1,212 @@
+# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""The image cache: one raw base file per image in ``<instances_path>/_base/<sha1(image id)>``.
+
+Fetch to ``<sha1>.part``, verify (checksum, pure-Python inspector, limits), ``qemu-img info`` and
+``convert -O raw`` to ``<sha1>.converting``, fsync, rename. Everything runs under a per-image
+file lock, so concurrent runs for one image do one download; the others wait and reuse it.
+The lock files live in ``<instances_path>/locks/`` so a refused image leaves ``_base`` exactly as
+it was. On any failure the temporary files are removed.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import fsync_dir
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
+from ansible_collections.nimbus.compute.plugins.module_utils._disk import qemu_img
+from ansible_collections.nimbus.compute.plugins.module_utils._image import fetch as fetching
+from ansible_collections.nimbus.compute.plugins.module_utils._image import format_inspector as inspector
+from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import STEP, ImageError, ImageRefused
+
+FORMATS = inspector.DISK_FORMATS + inspector.KERNEL_FORMATS
+GIB = 1 << 30
+PART_SUFFIX = ".part"
+CONVERTING_SUFFIX = ".converting"
+TEMP_SUFFIXES = (PART_SUFFIX, CONVERTING_SUFFIX)
+BASE_DIR_MODE = 0o755
+BASE_FILE_MODE = 0o644
+
+
+class ImageRequest:
+    """Validated options of one image_cache run."""
+
+    def __init__(self, image_id, src, disk_format, *, instances_path=paths.DEFAULT_INSTANCES_PATH, checksum=None,
+                 max_virtual_size_gb=None, timeout=30, download_timeout=3600, lock_timeout=3600, validate_certs=True):
+        if not image_id or not str(image_id).strip():
+            raise ValidationError("image_id must not be empty", step=STEP)
+        if disk_format not in FORMATS:
+            raise ValidationError("disk_format %r is not one of %s" % (disk_format, ", ".join(FORMATS)), step=STEP)
+        for name, value in (("timeout", timeout), ("download_timeout", download_timeout), ("lock_timeout", lock_timeout)):
+            if value is None or value <= 0:
+                raise ValidationError("%s must be a positive number of seconds, got %r" % (name, value), step=STEP)
+        if max_virtual_size_gb is not None and max_virtual_size_gb <= 0:
+            raise ValidationError("max_virtual_size_gb must be positive, got %r" % max_virtual_size_gb, step=STEP)
+        if not instances_path or not os.path.isabs(instances_path):
+            raise ValidationError("instances_path %r must be an absolute path" % instances_path, step=STEP)
+        fetching.validate_src(src)
+        self.checksum = fetching.parse_checksum(checksum)
+        self.image_id = str(image_id)
+        self.src = src
+        self.disk_format = disk_format
+        self.instances_path = instances_path
+        self.max_virtual_size = int(max_virtual_size_gb * GIB) if max_virtual_size_gb else None
+        self.timeout = timeout
+        self.download_timeout = download_timeout
+        self.lock_timeout = lock_timeout
+        self.validate_certs = validate_certs
+        self.base_path = paths.base_path(instances_path, self.image_id)
+        self.lock_path = os.path.join(paths.locks_dir(instances_path), "image-%s.lock" % paths.base_name(self.image_id))
+
+    def refuse(self, rule, detail):
+        return ImageRefused(self.image_id, rule, detail)
+
+
+def ensure_cached(request, check_mode=False):
+    """Make sure the base image exists and is sound; returns the module result."""
+    if os.path.lexists(request.base_path):
+        return _reuse(request, check_mode)
+    if check_mode:
+        return _result(request, None, None, changed=True,
+                       msg="would fetch %s into %s" % (fetching.redact(request.src), request.base_path))
+    _make_dirs(request.instances_path)
+    with FileLock(request.lock_path, timeout=request.lock_timeout, what="image %s" % request.image_id, step=STEP):
+        if os.path.lexists(request.base_path):  # another run fetched it while we waited
+            return _reuse(request, check_mode)
+        return _fetch_and_convert(request)
+
+
+def _result(request, virtual_size, detected_format, changed, msg):
+    return dict(changed=changed, image_id=request.image_id, base_path=request.base_path,
+                virtual_size=virtual_size, detected_format=detected_format, msg=msg)
+
+
+def _make_dirs(instances_path):
+    base_dir = paths.base_dir(instances_path)
+    for directory in (instances_path, base_dir, paths.locks_dir(instances_path)):
+        os.makedirs(directory, mode=BASE_DIR_MODE, exist_ok=True)
+    os.chmod(base_dir, BASE_DIR_MODE)  # makedirs applies the umask
+    paths.require_inside(base_dir, instances_path, step=STEP)
+
+
+def verify_base(path, disk_format, max_virtual_size=None):
+    """Re-check a cached base file: a regular file (not a link), non-empty, raw, within the size
+    limit. Returns (virtual size, detected format); raises ImageError if it is unsound."""
+    info = os.lstat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise ImageError("cached base image %s is not a regular file; remove it" % path)
+    if info.st_size == 0:
+        raise ImageError("cached base image %s is empty; remove it" % path)
+    found = inspector.inspect_file(path)
+    allowed = ("raw", "iso") if disk_format == "iso" else ("raw",)
+    if found.format not in allowed:
+        raise ImageError("cached base image %s is no longer raw (detected %s); remove it" % (path, found.format))
+    if max_virtual_size is not None and info.st_size > max_virtual_size:
+        raise ImageRefused(os.path.basename(path), "virtual-size",
+                           "cached base is %d bytes, more than the limit of %d bytes" % (info.st_size, max_virtual_size))
+    return info.st_size, found.format
+
+
+def _reuse(request, check_mode):
+    size, detected = verify_base(request.base_path, request.disk_format, request.max_virtual_size)
+    if not check_mode:
+        os.utime(request.base_path)  # Nova's rule: a used base image is young, cleanup keeps it
+    return _result(request, size, detected, changed=False, msg="base image %s is cached" % request.base_path)
+
+
+def free_bytes(directory):
+    info = os.statvfs(directory)
+    return info.f_bavail * info.f_frsize
+
+
+def _download_limit(request):
+    """Bytes a download may have: a compressed or sparse format is never much larger than its
+    virtual size, so allow the flavor's root disk plus metadata room."""
+    if request.max_virtual_size is None:
+        return None
+    return request.max_virtual_size + request.max_virtual_size // 64 + (16 << 20)
+
+
+def _fetch_and_convert(request):
+    base = request.base_path
+    part, converting = base + PART_SUFFIX, base + CONVERTING_SUFFIX
+    for leftover in (part, converting):  # from a killed run: we hold the lock, nobody writes them
+        _unlink(leftover)
+    try:
+        download = fetching.fetch(
+            request.src, part, timeout=request.timeout, deadline=request.download_timeout,
+            validate_certs=request.validate_certs, max_bytes=_download_limit(request),
+            free_bytes=free_bytes(os.path.dirname(base)),
+            algorithm=request.checksum[0] if request.checksum else None, image_id=request.image_id,
+        )
+        if request.checksum and download.digest != request.checksum[1]:
+            raise request.refuse("checksum-mismatch", "%s of the downloaded bytes is %s, expected %s"
+                                 % (request.checksum[0], download.digest, request.checksum[1]))
+        found = inspector.inspect_file(part)
+        problem = inspector.refusal(found, request.disk_format, request.max_virtual_size)
+        if problem:
+            raise request.refuse(problem.rule, problem.detail)
+        detected, virtual_size = found.format, found.size_of()
+        final = part
+        if request.disk_format not in inspector.KERNEL_FORMATS:  # kernels are stored byte for byte
+            virtual_size = _qemu_agrees(request, part, found)
+            if inspector.QEMU_DRIVER[detected] != "raw":
+                _convert(request, part, converting, detected, virtual_size)
+                final = converting
+        os.chmod(final, BASE_FILE_MODE)
+        os.rename(final, base)
+        fsync_dir(os.path.dirname(base))
+    finally:
+        for leftover in (part, converting):
+            _unlink(leftover)
+    return _result(request, virtual_size, detected, changed=True,
+                   msg="fetched %s (%s) into %s" % (fetching.redact(request.src), detected, base))
+
+
+def _qemu_agrees(request, path, found):
+    """``qemu-img info -f <detected>`` must see the same format and size and no external file."""
+    detected = found.format
+    driver = inspector.QEMU_DRIVER[detected]
+    info = qemu_img.info(path, driver, step=STEP)
+    ours, theirs = found.size_of(), info.get("virtual-size")
+    data = (info.get("format-specific") or {}).get("data") or {}
+    if info.get("format") != driver:
+        problem = "qemu-img reports format %r, the inspector %r" % (info.get("format"), driver)
+    elif info.get("backing-filename") or info.get("full-backing-filename"):
+        problem = "qemu-img reports backing file %r" % info.get("backing-filename")
+    elif data.get("data-file"):
+        problem = "qemu-img reports data file %r" % data.get("data-file")
+    elif not isinstance(theirs, int) or (theirs > ours if detected == "vhd" else theirs != ours):
+        # vhd: qemu may round the size down to the CHS geometry, never up.
+        problem = "qemu-img reports virtual size %r, the inspector %d" % (theirs, ours)
+    else:
+        return theirs
+    raise request.refuse("qemu-img-disagrees", problem)
+
+
+def _convert(request, source, target, detected, virtual_size):
+    free = free_bytes(os.path.dirname(target))
+    if free < virtual_size:
+        raise ImageError("not enough free space in %s to convert image %s: %d bytes free, %d needed"
+                         % (os.path.dirname(target), request.image_id, free, virtual_size), retryable=True)
+    qemu_img.convert(source, inspector.QEMU_DRIVER[detected], target, "raw", step=STEP)
+    size = os.path.getsize(target)
+    if size != virtual_size:
+        raise ImageError("qemu-img convert of image %s wrote %d bytes, expected %d" % (request.image_id, size, virtual_size))
+    fd = os.open(target, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

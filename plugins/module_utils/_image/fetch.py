@@ -1,0 +1,179 @@
+# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""Download an image (http, https or file) into a file, bounded in redirects, size and time.
+
+The bytes are hashed while they stream (when a checksum is wanted) and all-zero blocks are
+skipped with a seek, so a raw image lands sparse. Credentials in a URL go into an
+Authorization header that is not forwarded on redirects, and never into a message.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import http.client
+import os
+import re
+import ssl
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import STEP, ImageError, ImageRefused
+
+SCHEMES = ("http", "https", "file")
+MAX_REDIRECTS = 5
+CHUNK = 1 << 20
+_ZEROS = memoryview(bytes(CHUNK))
+CHECKSUM_ALGORITHMS = {"sha256": 64, "sha512": 128}
+_CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
+
+
+def redact(url):
+    """The URL without user:password@ — safe for messages and logs."""
+    parts = urllib.parse.urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host += ":%d" % parts.port
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
+
+
+def validate_src(src):
+    parts = urllib.parse.urlsplit(src or "")
+    if parts.scheme not in SCHEMES:
+        raise ValidationError(
+            "src %r: scheme %r is not allowed (use %s)" % (redact(src or ""), parts.scheme, ", ".join(SCHEMES)), step=STEP
+        )
+    if parts.scheme == "file" and (not parts.path or parts.netloc not in ("", "localhost")):
+        raise ValidationError("src %r: a file URL needs an absolute local path (file:///path)" % src, step=STEP)
+    if parts.scheme != "file" and not parts.hostname:
+        raise ValidationError("src %r has no host" % redact(src), step=STEP)
+    return parts
+
+
+def parse_checksum(value):
+    """``sha256:<hex>`` / ``sha512:<hex>`` -> (algorithm, lower-case hex), or None."""
+    if not value:
+        return None
+    match = _CHECKSUM.match(value.strip())
+    if not match or len(match.group(2)) != CHECKSUM_ALGORITHMS[match.group(1)]:
+        raise ValidationError(
+            "checksum %r is not sha256:<64 hex digits> or sha512:<128 hex digits>" % value, step=STEP
+        )
+    return match.group(1), match.group(2).lower()
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    max_redirections = MAX_REDIRECTS
+    max_repeats = 2
+
+
+def _open_http(src, timeout, validate_certs):
+    parts = urllib.parse.urlsplit(src)
+    request = urllib.request.Request(redact(src), headers={"User-Agent": "nimbus.compute image_cache"})
+    if parts.username is not None:
+        token = "%s:%s" % (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+        # Unredirected: a redirect to another host must not receive the credentials.
+        request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode("ascii"))
+    context = ssl.create_default_context() if validate_certs else ssl._create_unverified_context()
+    opener = urllib.request.build_opener(_Redirects(), urllib.request.HTTPSHandler(context=context))
+    return opener.open(request, timeout=timeout)
+
+
+class FetchResult:
+    __slots__ = ("digest", "size")
+
+    def __init__(self, size, digest):
+        self.size = size
+        self.digest = digest
+
+
+def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, max_bytes=None, free_bytes=None, algorithm=None,
+          image_id="?"):
+    """Copy ``src`` into the new file ``dest`` (created 0644, must not exist) and fsync it.
+
+    ``timeout`` bounds each connect/read, ``deadline`` the whole transfer; more than ``max_bytes``
+    is refused, more than ``free_bytes`` fails (retryable: another host may have room).
+    Returns the byte count and the hex digest (when ``algorithm`` is given).
+    """
+    shown = redact(src)
+    parts = validate_src(src)
+    try:
+        if parts.scheme == "file":
+            source = open(urllib.request.url2pathname(parts.path), "rb")
+            expected = os.fstat(source.fileno()).st_size
+        else:
+            source = _open_http(src, timeout, validate_certs)
+            length = source.headers.get("Content-Length")
+            expected = int(length) if length and length.isdigit() else None
+    except urllib.error.HTTPError as exc:
+        raise ImageError("fetch of %s failed: HTTP %d %s" % (shown, exc.code, exc.reason))
+    except urllib.error.URLError as exc:
+        raise ImageError("fetch of %s failed: %s" % (shown, exc.reason))
+    except (OSError, http.client.HTTPException, ValueError) as exc:
+        raise ImageError("fetch of %s failed: %s" % (shown, exc or type(exc).__name__))
+    with source:
+        if max_bytes is not None and expected is not None and expected > max_bytes:
+            raise ImageRefused(image_id, "size-limit", "%s is %d bytes, more than the %d allowed" % (shown, expected, max_bytes))
+        if free_bytes is not None and expected is not None and expected > free_bytes:
+            raise _no_space(shown, expected, free_bytes)
+        fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            limits = dict(deadline=deadline, max_bytes=max_bytes, free_bytes=free_bytes, algorithm=algorithm)
+            size, digest = _copy(source, fd, shown, image_id, **limits)
+            os.ftruncate(fd, size)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    if expected is not None and size != expected:
+        raise ImageError("fetch of %s failed: truncated, received %d of %d bytes" % (shown, size, expected))
+    return FetchResult(size, digest)
+
+
+def _no_space(shown, size, free):
+    return ImageError("not enough free space for %s: %d bytes needed, %d free" % (shown, size, free), retryable=True)
+
+
+def _copy(source, fd, shown, image_id, *, deadline, max_bytes, free_bytes, algorithm):
+    stop_at = time.monotonic() + deadline
+    hasher = hashlib.new(algorithm) if algorithm else None
+    buffer = bytearray(CHUNK)
+    view = memoryview(buffer)
+    size = 0
+    while True:
+        try:
+            count = source.readinto(buffer)
+        except TimeoutError:  # socket.timeout is its alias
+            raise ImageError("fetch of %s failed: no data received for the read timeout after %d bytes" % (shown, size))
+        except http.client.IncompleteRead as exc:
+            raise ImageError("fetch of %s failed: truncated after %d bytes (%s)" % (shown, size, exc))
+        except (OSError, http.client.HTTPException) as exc:
+            raise ImageError("fetch of %s failed after %d bytes: %s" % (shown, size, exc))
+        if not count:
+            return size, hasher.hexdigest() if hasher else None
+        chunk = view[:count]
+        size += count
+        if max_bytes is not None and size > max_bytes:
+            raise ImageRefused(image_id, "size-limit", "%s is more than the %d bytes allowed" % (shown, max_bytes))
+        if free_bytes is not None and size > free_bytes:
+            raise _no_space(shown, size, free_bytes)
+        if hasher:
+            hasher.update(chunk)
+        # bytearray.startswith is a memcmp; comparing memoryviews goes byte by byte.
+        if buffer.startswith(_ZEROS[:count]):
+            os.lseek(fd, count, os.SEEK_CUR)  # leave a hole: raw images stay sparse
+        else:
+            _write_all(fd, chunk)
+        if time.monotonic() > stop_at:
+            raise ImageError("fetch of %s failed: not complete within %.0f s (%d bytes received)" % (shown, deadline, size))
+
+
+def _write_all(fd, chunk):
+    while chunk:
+        written = os.write(fd, chunk)
+        chunk = chunk[written:]
