@@ -37,7 +37,8 @@ class ImageRequest:
     """Validated options of one image_cache run."""
 
     def __init__(self, image_id, src, disk_format, *, instances_path=paths.DEFAULT_INSTANCES_PATH, checksum=None,
-                 max_virtual_size_gb=None, timeout=30, download_timeout=3600, lock_timeout=3600, validate_certs=True):
+                 max_virtual_size_gb=None, timeout=30, download_timeout=3600, lock_timeout=3600, validate_certs=True,
+                 url_username=None, url_password=None):
         if not image_id or not str(image_id).strip():
             raise ValidationError("image_id must not be empty", step=STEP)
         if disk_format not in FORMATS:
@@ -50,6 +51,9 @@ class ImageRequest:
         if not instances_path or not os.path.isabs(instances_path):
             raise ValidationError("instances_path %r must be an absolute path" % instances_path, step=STEP)
         fetching.validate_src(src)
+        if url_password is not None and url_username is None:
+            raise ValidationError("url_password needs url_username", step=STEP)
+        self.credentials = (url_username, url_password or "") if url_username is not None else None
         self.checksum = fetching.parse_checksum(checksum)
         self.image_id = str(image_id)
         self.src = src
@@ -140,7 +144,7 @@ def _fetch_and_convert(request):
     try:
         download = fetching.fetch(
             request.src, part, timeout=request.timeout, deadline=request.download_timeout,
-            validate_certs=request.validate_certs, max_bytes=_download_limit(request),
+            validate_certs=request.validate_certs, credentials=request.credentials, max_bytes=_download_limit(request),
             free_bytes=free_bytes(os.path.dirname(base)),
             algorithm=request.checksum[0] if request.checksum else None, image_id=request.image_id,
         )

@@ -73,11 +73,13 @@ class _Redirects(urllib.request.HTTPRedirectHandler):
     max_repeats = 2
 
 
-def _open_http(src, timeout, validate_certs):
+def _open_http(src, timeout, validate_certs, credentials):
     parts = urllib.parse.urlsplit(src)
     request = urllib.request.Request(redact(src), headers={"User-Agent": "nimbus.compute image_cache"})
-    if parts.username is not None:
-        token = "%s:%s" % (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+    if credentials is None and parts.username is not None:
+        credentials = (urllib.parse.unquote(parts.username), urllib.parse.unquote(parts.password or ""))
+    if credentials is not None:
+        token = "%s:%s" % credentials
         # Unredirected: a redirect to another host must not receive the credentials.
         request.add_unredirected_header("Authorization", "Basic " + base64.b64encode(token.encode()).decode("ascii"))
     context = ssl.create_default_context() if validate_certs else ssl._create_unverified_context()
@@ -93,8 +95,8 @@ class FetchResult:
         self.digest = digest
 
 
-def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, max_bytes=None, free_bytes=None, algorithm=None,
-          image_id="?"):
+def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, credentials=None, max_bytes=None,
+          free_bytes=None, algorithm=None, image_id="?"):
     """Copy ``src`` into the new file ``dest`` (created 0644, must not exist) and fsync it.
 
     ``timeout`` bounds each connect/read, ``deadline`` the whole transfer; more than ``max_bytes``
@@ -108,7 +110,7 @@ def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, max_
             source = open(urllib.request.url2pathname(parts.path), "rb")
             expected = os.fstat(source.fileno()).st_size
         else:
-            source = _open_http(src, timeout, validate_certs)
+            source = _open_http(src, timeout, validate_certs, credentials)
             length = source.headers.get("Content-Length")
             expected = int(length) if length and length.isdigit() else None
     except urllib.error.HTTPError as exc:

@@ -1,0 +1,173 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: image_cache
+short_description: Fetch an image into the host's image cache as a verified raw base file
+version_added: 0.1.0
+author: nimbus.compute developers (@nimbus)
+description:
+  - Fetches an image into C(<instances_path>/_base/<SHA-1 of image_id>), the way Nova's libvirt driver caches images.
+  - Every image is treated as hostile. Before any C(qemu-img) call the downloaded bytes are inspected in pure Python
+    (raw, qcow2, qed, vmdk, vdi, vhd, vhdx, iso, luks). An image is refused when it has a backing file, an external data file,
+    unknown qcow2 incompatible features, a vmdk type other than monolithicSparse/streamOptimized or extents outside the file,
+    when more than one format claims it, when it is not the declared O(disk_format), when its virtual size exceeds
+    O(max_virtual_size_gb), or when the O(checksum) does not match. C(qemu-img info) must then agree with the inspector.
+  - Disk images are converted to raw with C(qemu-img convert -f <format> -O raw) under CPU, memory and time limits.
+    Kernel (V(aki)) and ramdisk (V(ari)) images for direct kernel boot are stored byte for byte and must not look like
+    any disk image format.
+  - The download goes to C(<sha1>.part), is fsynced, verified, converted and renamed into place. A refused image leaves
+    nothing in C(_base). A per-image lock in C(<instances_path>/locks/) makes concurrent runs for one image download it once.
+  - When the base file exists it is re-verified (regular file, raw, within the size limit) and not downloaded again;
+    its modification time is refreshed so that M(nimbus.compute.image_cache_cleanup) keeps it.
+extends_documentation_fragment:
+  - nimbus.compute.connection.instances_path
+options:
+  src:
+    description:
+      - Where to fetch the image from, an C(http://), C(https://) or C(file://) URL. Other schemes are refused.
+      - For HTTP basic authentication prefer O(url_username) and O(url_password) over credentials in the URL; either way
+        they are not put in messages and not forwarded on redirects.
+    type: str
+    required: true
+  image_id:
+    description:
+      - The image's identifier (for example a Glance image UUID). The cache file is named by its SHA-1.
+    type: str
+    required: true
+  disk_format:
+    description:
+      - The format the image claims to be. It must match what the inspector detects.
+      - V(aki) and V(ari) are a kernel and an initramfs for direct kernel boot, stored without conversion.
+    type: str
+    required: true
+    choices: [raw, qcow2, vmdk, vdi, vhd, vhdx, iso, aki, ari]
+  checksum:
+    description:
+      - Expected digest of the downloaded bytes, V(sha256:<hex>) or V(sha512:<hex>). A mismatch refuses the image.
+    type: str
+  max_virtual_size_gb:
+    description:
+      - The largest virtual size accepted, in GiB; normally the flavor's root disk. Checked before conversion.
+    type: int
+  timeout:
+    description:
+      - Seconds allowed for connecting and for each read without data.
+    type: int
+    default: 30
+  download_timeout:
+    description:
+      - Seconds allowed for the whole download.
+    type: int
+    default: 3600
+  lock_timeout:
+    description:
+      - Seconds to wait for another run that is fetching the same image.
+    type: int
+    default: 3600
+  url_username:
+    description:
+      - User name for HTTP basic authentication.
+    type: str
+  url_password:
+    description:
+      - Password for HTTP basic authentication.
+    type: str
+  validate_certs:
+    description:
+      - Verify the server's TLS certificate for C(https://) sources.
+    type: bool
+    default: true
+attributes:
+  check_mode:
+    support: full
+    description: Reports whether the image would be fetched; downloads nothing.
+  diff_mode:
+    support: none
+notes:
+  - Base files are mode 0644 in a 0755 C(_base) owned by root; QEMU only ever reads them as a backing file.
+"""
+
+EXAMPLES = r"""
+- name: Cache the guest root disk (qcow2, converted to raw)
+  nimbus.compute.image_cache:
+    src: https://images.example.com/debian-12.qcow2
+    image_id: 5f4f8a3e-2c1d-4a7e-9c55-0d7c2f1b7c11
+    disk_format: qcow2
+    checksum: sha256:9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08
+    max_virtual_size_gb: 20
+
+- name: Cache the kernel for direct kernel boot
+  nimbus.compute.image_cache:
+    src: file:///srv/images/vmlinuz
+    image_id: guest-kernel-6.1
+    disk_format: aki
+"""
+
+RETURN = r"""
+image_id:
+  description: The image id the base file is named after.
+  returned: always
+  type: str
+base_path:
+  description: Path of the raw base file, C(<instances_path>/_base/<SHA-1 of image_id>).
+  returned: always
+  type: str
+  sample: /var/lib/nimbus/instances/_base/3f786850e387550fdab836ed7e6dc881de23001b
+virtual_size:
+  description: Virtual size of the image in bytes (null in check mode when nothing is cached yet).
+  returned: always
+  type: int
+  sample: 1073741824
+detected_format:
+  description: The format the inspector found (for a cached base, V(raw) or V(iso)).
+  returned: always
+  type: str
+  sample: qcow2
+rule:
+  description: The safety rule that refused the image, for example V(qcow2-backing-file).
+  returned: when the image is refused
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.args import INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._image.cache import FORMATS, ImageRequest, ensure_cached
+
+ARGUMENT_SPEC = spec(
+    INSTANCES_PATH_ARGS,
+    src=dict(type="str", required=True),
+    image_id=dict(type="str", required=True),
+    disk_format=dict(type="str", required=True, choices=list(FORMATS)),
+    checksum=dict(type="str"),
+    max_virtual_size_gb=dict(type="int"),
+    timeout=dict(type="int", default=30),
+    download_timeout=dict(type="int", default=3600),
+    lock_timeout=dict(type="int", default=3600),
+    url_username=dict(type="str"),
+    url_password=dict(type="str", no_log=True),
+    validate_certs=dict(type="bool", default=True),
+)
+
+
+def main():
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    params = dict(module.params)
+    try:
+        request = ImageRequest(params.pop("image_id"), params.pop("src"), params.pop("disk_format"), **params)
+        result = ensure_cached(request, check_mode=module.check_mode)
+    except NimbusError as err:
+        module.fail_json(**err.result())
+    except OSError as err:
+        module.fail_json(msg="image_cache: %s" % err, failed_step="image_cache", reschedule=False)
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
