@@ -34,6 +34,13 @@ class ClaimRefused(NimbusError):
     step = STEP
     retryable = True
 
+    def __init__(self, msg, resources):
+        super().__init__(msg)
+        self.resources = resources
+
+    def result(self):
+        return dict(super().result(), resources=self.resources)
+
 
 def requested(flavor):
     return {"memory_mb": flavor["memory_mb"], "disk_mb": requested_disk_mb(flavor), "vcpus": flavor["vcpus"]}
@@ -158,7 +165,7 @@ def _decide(instance_uuid, inst_dir, instances_path, *, request, record, host, r
     if refused:
         detail = ", ".join("%s: requested %s, free %s" % (res, report[res]["requested"], _num(report[res]["free"]))
                            for res in refused)
-        raise ClaimRefused("host cannot claim %s for instance %s (%s)" % ("/".join(refused), instance_uuid, detail))
+        raise ClaimRefused("host cannot claim %s for instance %s (%s)" % ("/".join(refused), instance_uuid, detail), report)
     result["changed"] = True
     if owner is None:
         return result  # check mode

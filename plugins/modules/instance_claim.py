@@ -1,0 +1,176 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-  # noqa: UP009
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: instance_claim
+short_description: Claim RAM, disk and vCPUs for a server on the chosen hypervisor
+version_added: 0.1.0
+author: nimbus.compute developers (@nimbus)
+description:
+  - Re-checks, under a host lock, that the hypervisor can hold the flavor, as Nova's former
+    C(RamFilter), C(DiskFilter) and C(CoreFilter) did - for each resource
+    C(requested <= total * allocation_ratio - reserved - used), where C(used) sums the claims
+    recorded in every C(<instances_path>/<uuid>/instance.json) on the host.
+  - On success creates the instance directory (mode 0700, owned by the QEMU user) and records the
+    claim in its C(instance.json). A refused claim fails with C(reschedule=true) so the
+    orchestration can try an alternate host.
+  - Claiming again for the same UUID and flavor changes nothing.
+  - With O(state=absent) releases the claim, and removes the instance directory when nothing else
+    of the server is left in it (only C(instance.json), C(libvirt.xml), C(console.log)).
+extends_documentation_fragment:
+  - nimbus.compute.connection
+  - nimbus.compute.connection.instances_path
+options:
+  instance_uuid:
+    description: UUID of the server, in canonical lower-case form.
+    type: str
+    required: true
+  flavor:
+    description:
+      - The flavor, with keys C(name), C(vcpus), C(memory_mb), C(root_gb), C(ephemeral_gb), C(swap) (MiB) and C(extra_specs).
+      - Required when O(state=present). vcpus >= 1, memory_mb >= 16, disk sizes >= 0.
+    type: dict
+  state:
+    description: V(present) claims, V(absent) releases.
+    type: str
+    choices: [present, absent]
+    default: present
+  ram_allocation_ratio:
+    description: Virtual RAM to physical RAM ratio.
+    type: float
+    default: 1.0
+  disk_allocation_ratio:
+    description: Virtual disk to physical disk ratio.
+    type: float
+    default: 1.0
+  cpu_allocation_ratio:
+    description: Virtual CPU to physical CPU ratio.
+    type: float
+    default: 4.0
+  reserved_host_memory_mb:
+    description: RAM kept for the host, in MiB.
+    type: int
+    default: 512
+  reserved_host_disk_mb:
+    description: Disk kept for the host, in MiB.
+    type: int
+    default: 0
+  reserved_host_cpus:
+    description: vCPUs kept for the host.
+    type: int
+    default: 0
+  total_memory_mb:
+    description: Host RAM in MiB. Read from libvirt C(getInfo) when not given.
+    type: int
+  total_disk_gb:
+    description: Host disk in GiB. The size of the file system holding O(instances_path) when not given.
+    type: int
+  total_vcpus:
+    description: Host CPUs. Read from libvirt C(getInfo) when not given.
+    type: int
+notes:
+  - Supports check mode (reports whether the claim would fit without recording it).
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: none
+"""
+
+EXAMPLES = r"""
+- name: Claim resources for the server on this hypervisor
+  nimbus.compute.instance_claim:
+    instance_uuid: 6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b
+    flavor: {name: m1.tiny, vcpus: 1, memory_mb: 512, root_gb: 1, ephemeral_gb: 0, swap: 0}
+  register: claim
+
+- name: Release the claim (server delete)
+  nimbus.compute.instance_claim:
+    instance_uuid: 6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b
+    state: absent
+"""
+
+RETURN = r"""
+instance_dir:
+  description: The server's directory.
+  returned: always
+  type: str
+  sample: /var/lib/nimbus/instances/6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b
+claim:
+  description: What was claimed - C(memory_mb), C(disk_mb) (root and ephemeral GiB plus swap MiB), C(vcpus), C(flavor).
+  returned: state=present
+  type: dict
+  sample: {memory_mb: 512, disk_mb: 1024, vcpus: 1, flavor: m1.tiny}
+resources:
+  description:
+    - Per resource (C(memory_mb), C(disk_mb), C(vcpus)) C(requested), C(total), C(allocation_ratio), C(reserved),
+      C(used) by other claims, C(limit), C(free) and C(fits). Also returned when the claim is refused.
+  returned: state=present
+  type: dict
+reschedule:
+  description: True when the claim was refused for lack of resources (try another host).
+  returned: always
+  type: bool
+failed_step:
+  description: V(instance_claim) when the module failed.
+  returned: failure
+  type: str
+kept_because:
+  description: With O(state=absent), what kept the instance directory (other steps' resources, unknown files).
+  returned: state=absent
+  type: list
+  elements: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim
+from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import failure
+
+ARGUMENT_SPEC = spec(
+    CONNECTION_ARGS,
+    INSTANCES_PATH_ARGS,
+    instance_uuid=dict(type="str", required=True),
+    flavor=dict(type="dict"),
+    state=dict(type="str", choices=["present", "absent"], default="present"),
+    ram_allocation_ratio=dict(type="float", default=1.0),
+    disk_allocation_ratio=dict(type="float", default=1.0),
+    cpu_allocation_ratio=dict(type="float", default=4.0),
+    reserved_host_memory_mb=dict(type="int", default=512),
+    reserved_host_disk_mb=dict(type="int", default=0),
+    reserved_host_cpus=dict(type="int", default=0),
+    total_memory_mb=dict(type="int"),
+    total_disk_gb=dict(type="int"),
+    total_vcpus=dict(type="int"),
+)
+
+
+def main():
+    module = AnsibleModule(ARGUMENT_SPEC, supports_check_mode=True, required_if=[("state", "present", ("flavor",))])
+    p = module.params
+    try:
+        if p["state"] == "absent":
+            result = claim.release(p["instance_uuid"], p["instances_path"], check_mode=module.check_mode)
+        else:
+            result = claim.claim(
+                p["instance_uuid"], p["flavor"], p["instances_path"], libvirt_uri=p["libvirt_uri"],
+                ratios={"memory_mb": p["ram_allocation_ratio"], "disk_mb": p["disk_allocation_ratio"],
+                        "vcpus": p["cpu_allocation_ratio"]},
+                reserved={"memory_mb": p["reserved_host_memory_mb"], "disk_mb": p["reserved_host_disk_mb"],
+                          "vcpus": p["reserved_host_cpus"]},
+                totals={"memory_mb": p["total_memory_mb"], "disk_gb": p["total_disk_gb"], "vcpus": p["total_vcpus"]},
+                check_mode=module.check_mode,
+            )
+    except (NimbusError, OSError) as err:
+        module.fail_json(**failure(err, claim.STEP))
+    module.exit_json(**result)
+
+
+if __name__ == "__main__":
+    main()
