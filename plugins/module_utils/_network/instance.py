@@ -1,0 +1,92 @@
+# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""One server's host networking, present or absent: what ``instance_network`` calls."""
+
+from __future__ import annotations
+
+from ansible_collections.nimbus.compute.plugins.module_utils._network.links import (
+    Links,
+    Registry,
+    plan_network,
+    plan_removal,
+    plan_tap,
+)
+from ansible_collections.nimbus.compute.plugins.module_utils._network.nft import Firewall
+
+VIF_TYPES = ("bridge", "ethernet")
+SCOPES = ("all", "links", "firewall")
+
+
+def domain_interfaces(request, vif_type="bridge"):
+    """The NICs for ``domain_xml`` (its ``interfaces`` option), in port order."""
+    return [
+        {
+            "type": vif_type,
+            "source_bridge": port.network.bridge if vif_type == "bridge" else None,
+            "target_dev": port.tap,
+            "mac": port.mac,
+            "model": port.vif_model,
+            "mtu": port.network.mtu,
+            "port_id": port.id,
+        }
+        for port in request.ports
+    ]
+
+
+def ensure_present(request, instances_path, *, netns=None, vif_type="bridge", scope="all", check_mode=False):
+    """Bridges, uplinks, taps (``ethernet``) and the firewall tables; returns the module result."""
+    links, firewall = Links(netns), Firewall(netns)
+    result = {"changed": False, "commands": [], "created_links": [], "firewall": {}}
+    if scope in ("all", "firewall"):
+        # Checked first: a host without bridge netfilter fails before any link changes.
+        firewall.preflight()
+    registry = Registry(instances_path)
+    with registry.lock():
+        if scope in ("all", "links"):
+            vlan_plan, plan, created, uplinks = [], [], [], {}
+            for net in {p.network.bridge: p.network for p in request.ports}.values():
+                first, rest = plan_network(links, net, created)
+                vlan_plan += first
+                plan += rest
+                uplinks[net.bridge] = net.vlan_interface or net.physical_interface
+            if vif_type == "ethernet":
+                for port in request.ports:
+                    plan += plan_tap(links, port, created)
+            result["commands"] = [["ip", *links.argv(a)] for a in vlan_plan + plan]
+            result["created_links"] = created
+            if not check_mode:
+                links.apply(vlan_plan + plan)
+                registry.record(request.instance_uuid, request.ports, created, uplinks)
+                registry.save()
+            result["changed"] = bool(vlan_plan or plan)
+        if scope in ("all", "firewall"):
+            changed, digest, seconds = firewall.ensure(request, check_mode=check_mode)
+            result["firewall"] = {"changed": changed, "digest": digest, "seconds": round(seconds, 4)}
+            result["changed"] = result["changed"] or changed
+    result["domain_interfaces"] = domain_interfaces(request, vif_type)
+    return result
+
+
+def ensure_absent(instance_uuid, instances_path, *, netns=None, scope="all", check_mode=False):
+    """Remove the instance's rules, its taps and the bridges/VLAN devices nobody uses any more."""
+    links, firewall = Links(netns), Firewall(netns)
+    result = {"changed": False, "commands": [], "removed_links": [], "firewall": {}}
+    registry = Registry(instances_path)
+    with registry.lock():
+        if scope in ("all", "firewall"):
+            removed = firewall.remove(instance_uuid, check_mode=check_mode)
+            result["firewall"] = {"changed": removed}
+            result["changed"] = removed
+        if scope in ("all", "links"):
+            plan, removed_links = plan_removal(links, registry, instance_uuid)
+            result["commands"] = [["ip", *links.argv(a)] for a in plan]
+            result["removed_links"] = removed_links
+            known = instance_uuid in registry.data["instances"]
+            if not check_mode:
+                links.apply(plan)
+                if known:
+                    registry.forget(instance_uuid, removed_links)
+                    registry.save()
+            result["changed"] = result["changed"] or bool(plan) or known
+    return result

@@ -1,0 +1,208 @@
+# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""Bridges, VLAN subinterfaces and taps through one ``ip`` runner, the Linux-bridge agent's way.
+
+Changes are planned first (a list of ``ip`` argument lists, unit-testable and shown in check
+mode) and then run; VLAN devices are created first so a kernel without 8021q fails before
+anything else changed. Links this collection creates carry the alias ``nimbus.compute`` and are
+recorded in ``<instances_path>/network.json``; only those are ever deleted, and only when no
+port uses them any more.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes, write_atomic
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
+from ansible_collections.nimbus.compute.plugins.module_utils._common.paths import locks_dir
+from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandRunner
+from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import STEP, NetworkError, UnsupportedError
+
+IP = CommandRunner("ip", step=STEP, timeout=30)
+OWNER_ALIAS = "nimbus.compute"
+REGISTRY_NAME = "network.json"
+VLAN_UNSUPPORTED = (
+    "this kernel cannot create VLAN subinterfaces (ip link ... type vlan: %s); "
+    "vlan networks need the 8021q module: use flat networks on this host or another host"
+)
+
+
+class Links:
+    """Read and change links in the host's namespace, or in ``netns`` (``ip -n``)."""
+
+    def __init__(self, netns=None, runner=IP):
+        self.netns = netns
+        self.runner = runner
+
+    def argv(self, args):
+        return (["-n", self.netns] if self.netns else []) + list(args)
+
+    def run(self, args, check=True):
+        return self.runner.run(self.argv(args), check=check)
+
+    def show(self, name):
+        """The link as ``ip -j -d`` reports it, or None when there is no such link."""
+        result = self.run(["-j", "-d", "link", "show", "dev", name], check=False)
+        if result.rc != 0:
+            if "does not exist" in result.stderr or "Cannot find device" in result.stderr:
+                return None
+            raise NetworkError("ip link show %s failed: %s" % (name, result.stderr.strip()))
+        links = json.loads(result.stdout or "[]")
+        return links[0] if links else None
+
+    def members(self, bridge):
+        result = self.run(["-j", "link", "show", "master", bridge], check=False)
+        if result.rc != 0:
+            return []
+        return sorted(link["ifname"] for link in json.loads(result.stdout or "[]"))
+
+    def apply(self, plan):
+        for args in plan:
+            try:
+                self.run(args)
+            except CommandError as exc:
+                if "type" in args and "vlan" in args and "Unknown device type" in exc.msg:
+                    raise UnsupportedError(VLAN_UNSUPPORTED % "Unknown device type")
+                raise NetworkError("ip %s failed: %s" % (" ".join(args), exc.msg))
+
+
+def kind(link):
+    return ((link or {}).get("linkinfo") or {}).get("info_kind")
+
+
+def owned(link):
+    return bool(link) and link.get("ifalias") == OWNER_ALIAS
+
+
+def _is_up(link):
+    return "UP" in (link.get("flags") or [])
+
+
+def _ensure_settings(name, link, mtu, master=None):
+    """mtu / master / up for an existing or just-created link (``link`` None when just created)."""
+    plan = []
+    if mtu and (link is None or link.get("mtu") != mtu):
+        plan.append(["link", "set", "dev", name, "mtu", mtu])
+    if master and (link is None or link.get("master") != master):
+        plan.append(["link", "set", "dev", name, "master", master])
+    if link is None or not _is_up(link):
+        plan.append(["link", "set", "dev", name, "up"])
+    return plan
+
+
+def plan_network(links, net, created):
+    """(vlan_plan, plan) to give ``net`` its bridge and uplink; ``created`` collects new link names."""
+    vlan_plan, plan = [], []
+    bridge = links.show(net.bridge)
+    if bridge is None:
+        plan += [["link", "add", "name", net.bridge, "type", "bridge"], ["link", "set", "dev", net.bridge, "alias", OWNER_ALIAS]]
+        created.append(net.bridge)
+    elif kind(bridge) != "bridge":
+        raise NetworkError("network %s: %s exists and is not a bridge (%s)" % (net.name, net.bridge, kind(bridge)))
+    plan += _ensure_settings(net.bridge, bridge, net.mtu)
+    uplink = net.vlan_interface or net.physical_interface
+    if net.physical_interface and links.show(net.physical_interface) is None:
+        raise NetworkError("network %s: physical_interface %s does not exist" % (net.name, net.physical_interface))
+    if net.vlan_interface:
+        vlan = links.show(net.vlan_interface)
+        if vlan is None:
+            vlan_plan += [
+                ["link", "add", "link", net.physical_interface, "name", net.vlan_interface, "type", "vlan", "id", net.vlan_id],
+                ["link", "set", "dev", net.vlan_interface, "alias", OWNER_ALIAS],
+            ]
+            created.append(net.vlan_interface)
+        else:
+            vid = ((vlan.get("linkinfo") or {}).get("info_data") or {}).get("id")
+            if kind(vlan) != "vlan" or vid != net.vlan_id:
+                raise NetworkError("network %s: %s exists but is not vlan %d" % (net.name, net.vlan_interface, net.vlan_id))
+        plan += _ensure_settings(net.vlan_interface, vlan, net.mtu, master=net.bridge)
+    elif uplink:
+        phys = links.show(uplink) or {}
+        if phys.get("master") not in (None, net.bridge):
+            raise NetworkError("network %s: %s is already in bridge %s" % (net.name, uplink, phys["master"]))
+        plan += _ensure_settings(uplink, phys, None, master=net.bridge)
+    return vlan_plan, plan
+
+
+def plan_tap(links, port, created):
+    """An existing tap for ``type='ethernet'`` NICs (vnet_hdr for virtio offloads)."""
+    tap = links.show(port.tap)
+    plan = []
+    if tap is None:
+        plan += [
+            ["tuntap", "add", "dev", port.tap, "mode", "tap", "vnet_hdr"],
+            ["link", "set", "dev", port.tap, "alias", OWNER_ALIAS],
+            ["link", "set", "dev", port.tap, "address", port.mac],
+        ]
+        created.append(port.tap)
+    return plan + _ensure_settings(port.tap, tap, port.network.mtu, master=port.network.bridge)
+
+
+class Registry:
+    """``<instances_path>/network.json``: links we created and which instance's ports use which bridge."""
+
+    def __init__(self, instances_path):
+        self.path = os.path.join(instances_path, REGISTRY_NAME)
+        self.lock_path = os.path.join(locks_dir(instances_path), "network.lock")
+        raw = read_bytes(self.path)
+        self.data = json.loads(raw.decode("utf-8")) if raw else {}
+        self.data.setdefault("links", {})
+        self.data.setdefault("instances", {})
+
+    def lock(self):
+        os.makedirs(os.path.dirname(self.lock_path), mode=0o700, exist_ok=True)
+        return FileLock(self.lock_path, timeout=60, what="host networking", step=STEP)
+
+    def save(self):
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        write_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+    def record(self, instance_uuid, ports, created, uplinks):
+        for name in created:
+            self.data["links"][name] = {"uplink": uplinks.get(name)}
+        self.data["instances"][instance_uuid] = {
+            p.id: {"tap": p.tap, "bridge": p.network.bridge, "uplink": p.network.vlan_interface} for p in ports
+        }
+
+    def forget(self, instance_uuid, removed):
+        self.data["instances"].pop(instance_uuid, None)
+        for name in removed:
+            self.data["links"].pop(name, None)
+
+    def in_use(self, name, excluding=None):
+        return any(
+            name in (p["tap"], p["bridge"], p["uplink"])
+            for uuid, ports in self.data["instances"].items()
+            if uuid != excluding
+            for p in ports.values()
+        )
+
+
+def plan_removal(links, registry, instance_uuid):
+    """ip commands that delete this instance's taps, then bridges and VLAN devices nobody uses."""
+    ports = registry.data["instances"].get(instance_uuid, {})
+    plan, removed = [], []
+    for port in ports.values():
+        tap = links.show(port["tap"])
+        if port["tap"] in registry.data["links"] and owned(tap):
+            plan.append(["link", "delete", "dev", port["tap"]])
+            removed.append(port["tap"])
+    for bridge in sorted({p["bridge"] for p in ports.values()}):
+        entry = registry.data["links"].get(bridge)
+        link = links.show(bridge)
+        if entry is None or not owned(link) or registry.in_use(bridge, excluding=instance_uuid):
+            continue
+        uplink = entry.get("uplink")
+        if set(links.members(bridge)) - set(removed) - {uplink}:
+            continue  # something we do not know about is plugged in: leave the bridge alone
+        plan.append(["link", "delete", "dev", bridge])
+        removed.append(bridge)
+        unused = not registry.in_use(uplink, excluding=instance_uuid)
+        if uplink in registry.data["links"] and owned(links.show(uplink)) and unused:
+            plan.append(["link", "delete", "dev", uplink])
+            removed.append(uplink)
+    return plan, removed

@@ -1,0 +1,370 @@
+# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""Security groups and anti-spoofing as nftables rules: one ``nft`` runner and the generator.
+
+Per instance two tables named ``nimbus-<instance uuid>``, replaced together in one
+``nft -f`` transaction (never a window with half the rules):
+
+* ``bridge`` family, stateless, layer 2: the frames a port may send (its MACs, ARP only for its
+  IPs, source IP bound to MAC, no DHCP/RA server replies), no other port may use its MACs, and
+  only DHCP/ND broadcast or multicast reaches it.
+* ``inet`` family, stateful (conntrack through br_netfilter, as Neutron's iptables firewall):
+  the security-group rules. A bridged packet's port is not visible in the inet hooks, so a port
+  is recognised by its MAC, which the bridge table guarantees only that port can use.
+
+Rules match interface names as strings (``iifname``), so they are in force before the tap exists:
+load them, start the domain paused, resume.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import os
+import time
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandRunner
+from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import STEP, NetworkError, UnsupportedError
+from ansible_collections.nimbus.compute.plugins.module_utils._network.links import IP
+from ansible_collections.nimbus.compute.plugins.module_utils._network.names import link_local_ipv6
+
+NFT = CommandRunner("nft", step=STEP, timeout=60)
+TABLE_PREFIX = "nimbus-"
+FAMILIES = ("bridge", "inet")
+BR_NETFILTER = "/proc/sys/net/bridge/bridge-nf-call-iptables"
+BR_NETFILTER6 = "/proc/sys/net/bridge/bridge-nf-call-ip6tables"
+# Neighbour discovery and MLD: needed for IPv6 to work at all, never filtered by groups.
+ND_TYPES = "{ nd-neighbor-solicit, nd-neighbor-advert, nd-router-advert, mld-listener-query, mld2-listener-report }"
+FAMILY_OF = {"IPv4": "ip", "IPv6": "ip6"}
+ICMP_OF = {"IPv4": "icmp", "IPv6": "icmpv6"}
+
+
+def table_name(instance_uuid):
+    return TABLE_PREFIX + instance_uuid
+
+
+def _set(items):
+    return "{ %s }" % ", ".join(str(i) for i in items)
+
+
+def _collapse(pairs):
+    """(mac, network) pairs merged per MAC so interval sets never hold overlapping elements."""
+    by_mac = {}
+    for mac, net in pairs:
+        by_mac.setdefault((mac, net.version), []).append(net)
+    out = []
+    for (mac, version), nets in sorted(by_mac.items()):
+        out.extend((mac, version, n) for n in ipaddress.collapse_addresses(nets))
+    return out
+
+
+def _element(net):
+    return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
+
+
+def _short(port):
+    return port.id[:11]
+
+
+def _rule_match(rule, group_sets):
+    """The nft match for one security-group rule (without verdict)."""
+    fam = FAMILY_OF[rule.ethertype]
+    parts = ["meta nfproto %s" % ("ipv4" if fam == "ip" else "ipv6")]
+    peer = "saddr" if rule.direction == "ingress" else "daddr"
+    if rule.remote_ip_prefix is not None:
+        parts.append("%s %s %s" % (fam, peer, rule.remote_ip_prefix))
+    elif rule.remote_group_id is not None:
+        parts.append("%s %s @%s" % (fam, peer, group_sets[(rule.remote_group_id, fam)]))
+    proto = rule.protocol
+    if proto in ("icmp", "icmpv6"):
+        parts.append("meta l4proto %s" % ("icmp" if proto == "icmp" else "ipv6-icmp"))
+        if rule.port_range_min is not None:
+            parts.append("%s type %d" % (proto, rule.port_range_min))
+        if rule.port_range_max is not None:
+            parts.append("%s code %d" % (proto, rule.port_range_max))
+    elif proto is not None:
+        parts.append("meta l4proto %s" % proto)
+        if rule.port_range_min is not None:
+            ports = str(rule.port_range_min)
+            if rule.port_range_max != rule.port_range_min:
+                ports += "-%d" % rule.port_range_max
+            parts.append("th dport %s" % ports)
+    return " ".join(parts)
+
+
+def _group_sets(request, ports):
+    """Named sets for every remote group a rule refers to: members given plus local ports' IPs."""
+    used = {}
+    for port in ports:
+        for group_name in port.security_groups:
+            for rule in request.security_groups[group_name].rules:
+                if rule.remote_group_id:
+                    fam = FAMILY_OF[rule.ethertype]
+                    used[(rule.remote_group_id, fam)] = "rg%d-%s" % (len(used), fam)
+    sets = {}
+    for (group_name, fam), set_name in used.items():
+        version = 4 if fam == "ip" else 6
+        nets = [ipaddress.ip_network(ip) for ip in request.security_groups[group_name].members]
+        for port in request.ports:
+            if group_name in port.security_groups:
+                nets.extend(net for _, net in port.addresses())
+        nets = [n for n in ipaddress.collapse_addresses(n for n in nets if n.version == version)] if nets else []
+        sets[(group_name, fam)] = (set_name, "ipv4_addr" if version == 4 else "ipv6_addr", [_element(n) for n in nets])
+    return used, sets
+
+
+def _bridge_table(request, ports):
+    lines = ["table bridge %s {" % table_name(request.instance_uuid)]
+    for port in ports:
+        s = _short(port)
+        for version, addr_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+            lines.append("  set spoof%d-%s {" % (version, s))
+            lines.append("    type ether_addr . %s; flags interval;" % addr_type)
+            allowed = [(mac, ipaddress.ip_network(link_local_ipv6(mac))) for mac in port.macs()] if version == 6 else []
+            elements = [
+                "%s . %s" % (mac, _element(net)) for mac, v, net in _collapse(port.addresses() + allowed) if v == version
+            ]
+            if elements:
+                lines.append("    elements = %s" % _set(elements))
+            lines.append("  }")
+    taps = ", ".join('"%s" : jump port-%s' % (p.tap, _short(p)) for p in ports)
+    guards = ", ".join('"%s" : jump guard-%s' % (p.tap, _short(p)) for p in ports)
+    lines += [
+        "  chain prerouting {",
+        "    type filter hook prerouting priority -200; policy accept;",
+        "    iifname vmap { %s }" % taps,
+    ]
+    for port in ports:
+        # Nobody but this port may send from its MACs (closes the uplink and other ports).
+        lines.append('    ether saddr %s iifname != "%s" drop' % (_set(port.macs()), port.tap))
+    lines += ["  }", "  chain postrouting {", "    type filter hook postrouting priority 0; policy accept;"]
+    lines += ["    oifname vmap { %s }" % guards, "  }"]
+    for port in ports:
+        s, macs = _short(port), _set(port.macs())
+        ipv4 = [_element(n) for _, v, n in _collapse(port.addresses()) if v == 4]
+        lines += [
+            "  chain port-%s {" % s,
+            "    ether saddr != %s drop" % macs,
+            "    ether type arp arp saddr ether != %s drop" % macs,
+            "    ether type arp arp operation request arp saddr ip 0.0.0.0 accept",
+        ]
+        if ipv4:
+            lines.append("    ether type arp arp saddr ip %s accept" % _set(ipv4))
+        lines += [
+            "    ether type arp drop",
+            "    ether type ip udp sport 67 drop",
+            "    ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
+            "    ether type ip ether saddr . ip saddr != @spoof4-%s drop" % s,
+            "    ether type ip accept",
+            "    ether type ip6 icmpv6 type nd-router-advert drop",
+            "    ether type ip6 udp sport 547 drop",
+            "    ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept",
+            "    ether type ip6 ether saddr . ip6 saddr != @spoof6-%s drop" % s,
+            "    ether type ip6 accept",
+            "    drop",
+            "  }",
+            "  chain guard-%s {" % s,
+            "    ether type ip ip daddr { 255.255.255.255, 224.0.0.0/4 } udp sport 67 udp dport 68 accept",
+            "    ether type ip ip daddr { 255.255.255.255, 224.0.0.0/4 } drop",
+            "    ether type ip ether daddr ff:ff:ff:ff:ff:ff drop",
+            "    ether type ip6 ip6 daddr ff00::/8 meta l4proto ipv6-icmp accept",
+            "    ether type ip6 ip6 daddr ff00::/8 udp dport 546 accept",
+            "    ether type ip6 ip6 daddr ff00::/8 drop",
+            "  }",
+        ]
+    lines.append("}")
+    return lines
+
+
+def _inet_table(request, ports):
+    used, sets = _group_sets(request, ports)
+    lines = ["table inet %s {" % table_name(request.instance_uuid)]
+    for set_name, addr_type, elements in sets.values():
+        lines += ["  set %s {" % set_name, "    type %s; flags interval;" % addr_type]
+        if elements:
+            lines.append("    elements = %s" % _set(elements))
+        lines.append("  }")
+    egress = ", ".join("%s : jump egress-%s" % (mac, _short(p)) for p in ports for mac in p.macs())
+    ingress = ", ".join("%s : jump ingress-%s" % (mac, _short(p)) for p in ports for mac in p.macs())
+    lines += [
+        "  chain forward {",
+        "    type filter hook forward priority 0; policy accept;",
+        "    ether saddr vmap { %s }" % egress,
+        "    ether daddr vmap { %s }" % ingress,
+        "  }",
+        "  chain input {",
+        "    type filter hook input priority 0; policy accept;",
+        "    ether saddr vmap { %s }" % egress,
+        "  }",
+        "  chain output {",
+        "    type filter hook output priority 0; policy accept;",
+    ]
+    for version, fam in ((4, "ip"), (6, "ip6")):
+        # Host to guest: no link-layer header yet, so the guest is found by its addresses.
+        targets = ["%s : jump ingress-%s" % (_element(n), _short(p)) for p in ports for _, v, n in _collapse(p.addresses())
+                   if v == version]
+        if targets:
+            lines.append("    %s daddr vmap { %s }" % (fam, ", ".join(targets)))
+    lines.append("  }")
+    for port in ports:
+        s = _short(port)
+        rules = [r for g in port.security_groups for r in request.security_groups[g].rules]
+        lines += [
+            "  chain egress-%s {" % s,
+            "    meta l4proto ipv6-icmp icmpv6 type %s return" % ND_TYPES,
+            "    meta nfproto ipv4 udp sport 68 udp dport 67 return",
+            "    meta nfproto ipv6 udp sport 546 udp dport 547 return",
+            "    ct state established,related accept",
+            "    ct state invalid drop",
+        ]
+        # An allowed egress packet returns, so a destination port's ingress chain still runs.
+        lines += ["    %s return" % _rule_match(r, used) for r in rules if r.direction == "egress"]
+        lines += [
+            "    drop",
+            "  }",
+            "  chain ingress-%s {" % s,
+            "    meta l4proto ipv6-icmp icmpv6 type %s accept" % ND_TYPES,
+            "    ct state established,related accept",
+            "    ct state invalid drop",
+            "    meta nfproto ipv4 udp sport 67 udp dport 68 accept",
+            "    meta nfproto ipv6 udp sport 547 udp dport 546 accept",
+        ]
+        lines += ["    %s accept" % _rule_match(r, used) for r in rules if r.direction == "ingress"]
+        lines += ["    drop", "  }"]
+    lines.append("}")
+    return lines
+
+
+def ruleset_body(request):
+    """The two tables' text (without the replace preamble), or "" when no port has port security."""
+    ports = [p for p in request.ports if p.port_security_enabled]
+    if not ports:
+        return ""
+    return "\n".join(_bridge_table(request, ports) + _inet_table(request, ports)) + "\n"
+
+
+def ruleset_digest(body):
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()[:32]
+
+
+def _with_comment(body, digest):
+    """Tag each table with the digest of the whole body: the idempotence check reads it back."""
+    comment = '  comment "nimbus.compute %s"' % digest
+    out = []
+    for line in body.splitlines():
+        out.append(line)
+        if line.startswith("table "):
+            out.append(comment)
+    return "\n".join(out) + "\n"
+
+
+def replace_script(instance_uuid, body, digest=None):
+    """One transaction: create-if-missing, delete, re-add, so the swap is atomic."""
+    name = table_name(instance_uuid)
+    head = []
+    for family in FAMILIES:
+        head += ["table %s %s" % (family, name), "delete table %s %s" % (family, name)]
+    if not body:
+        return "\n".join(head) + "\n"
+    return "\n".join(head) + "\n" + _with_comment(body, digest or ruleset_digest(body))
+
+
+def delete_script(instance_uuid, families):
+    return "".join("delete table %s %s\n" % (family, table_name(instance_uuid)) for family in families)
+
+
+class Firewall:
+    """The nft side of one host (or of a network namespace, for tests and lab hypervisors)."""
+
+    def __init__(self, netns=None, runner=NFT, ip_runner=IP):
+        self.netns = netns
+        self.runner = runner
+        self.ip_runner = ip_runner
+
+    def _nft(self, args, input_data=None, check=True):
+        if self.netns:
+            # Inside a namespace nft runs through ``ip netns exec`` (the ip runner).
+            return self.ip_runner.run(["netns", "exec", self.netns, "nft", *args], input_data=input_data, check=check)
+        return self.runner.run(args, input_data=input_data, check=check)
+
+    def load(self, script, check_only=False):
+        """``nft -f -`` (``-c`` to only check): the kernel applies all of it or none."""
+        args = ["-c", "-f", "-"] if check_only else ["-f", "-"]
+        try:
+            return self._nft(args, input_data=script.encode("utf-8"))
+        except CommandError as exc:
+            raise NetworkError("nftables refused the ruleset: %s" % exc.msg)
+
+    def tables(self, instance_uuid):
+        """{family: digest or ""} for this instance's tables that exist."""
+        name = table_name(instance_uuid)
+        out = self._nft(["list", "tables"]).stdout
+        found = {}
+        for line in out.splitlines():
+            parts = line.split()
+            if len(parts) == 3 and parts[0] == "table" and parts[2] == name:
+                found[parts[1]] = ""
+        for family in found:
+            listing = self._nft(["list", "table", family, name]).stdout
+            for line in listing.splitlines()[:3]:
+                text = line.strip()
+                if text.startswith('comment "nimbus.compute '):
+                    found[family] = text.split()[2].rstrip('"')
+        return found
+
+    def preflight(self):
+        """Both halves must load: bridge tables and conntrack in inet over br_netfilter."""
+        for path in (BR_NETFILTER, BR_NETFILTER6):
+            value = self._read_sysctl(path)
+            if value is None:
+                raise UnsupportedError(
+                    "bridge netfilter is not available (%s missing): load br_netfilter so bridged traffic "
+                    "reaches the inet security-group rules" % path
+                )
+            if value != "1":
+                raise UnsupportedError(
+                    "%s is %s: set net.bridge.%s=1 so bridged traffic reaches the security-group rules"
+                    % (path, value, os.path.basename(path))
+                )
+        probe = "nimbus-probe-%d" % os.getpid()
+        script = (
+            "table bridge %s {\n  chain c {\n    type filter hook prerouting priority -200; policy accept;\n"
+            "    ether type arp arp saddr ip 0.0.0.0 accept\n  }\n}\n"
+            "table inet %s {\n  chain c {\n    type filter hook forward priority 0; policy accept;\n"
+            "    ct state established accept\n  }\n}\n" % (probe, probe)
+        )
+        try:
+            self._nft(["-c", "-f", "-"], input_data=script.encode("utf-8"))
+        except CommandError as exc:
+            raise UnsupportedError("nftables bridge family or inet conntrack is not available here: %s" % exc.msg)
+
+    def _read_sysctl(self, path):
+        if self.netns:
+            result = self.ip_runner.run(["netns", "exec", self.netns, "cat", path], check=False)
+            return result.stdout.strip() if result.rc == 0 else None
+        try:
+            with open(path, encoding="ascii") as handle:
+                return handle.read().strip()
+        except OSError:
+            return None
+
+    def ensure(self, request, check_mode=False):
+        """Install or replace this instance's tables; returns (changed, digest, seconds)."""
+        body = ruleset_body(request)
+        digest = ruleset_digest(body) if body else ""
+        present = self.tables(request.instance_uuid)
+        wanted = {f: digest for f in FAMILIES} if body else {}
+        if present == wanted:
+            return False, digest, 0.0
+        script = replace_script(request.instance_uuid, body, digest)
+        started = time.monotonic()
+        self.load(script, check_only=check_mode)
+        return True, digest, time.monotonic() - started
+
+    def remove(self, instance_uuid, check_mode=False):
+        present = self.tables(instance_uuid)
+        if present and not check_mode:
+            self.load(delete_script(instance_uuid, sorted(present)))
+        return bool(present)
