@@ -6,8 +6,8 @@
 Fetch to ``<sha1>.part``, verify (checksum, pure-Python inspector, limits), ``qemu-img info`` and
 ``convert -O raw`` to ``<sha1>.converting``, fsync, rename. Everything runs under a per-image
 file lock, so concurrent runs for one image do one download; the others wait and reuse it.
-The lock files live in ``<instances_path>/locks/`` so a refused image leaves ``_base`` exactly as
-it was. On any failure the temporary files are removed.
+The lock files live in ``<instances_path>/locks/`` (not in ``_base`` as DESIGN.md first drew it)
+so that a refused image leaves ``_base`` exactly as it was. On any failure the temporary files are removed.
 """
 
 from __future__ import annotations
@@ -65,22 +65,29 @@ class ImageRequest:
         self.lock_timeout = lock_timeout
         self.validate_certs = validate_certs
         self.base_path = paths.base_path(instances_path, self.image_id)
-        self.lock_path = os.path.join(paths.locks_dir(instances_path), "image-%s.lock" % paths.base_name(self.image_id))
 
     def refuse(self, rule, detail):
         return ImageRefused(self.image_id, rule, detail)
 
 
+def image_lock(instances_path, name, timeout):
+    """The per-image lock shared by image_cache and image_cache_cleanup (``name`` is the SHA-1)."""
+    path = os.path.join(paths.locks_dir(instances_path), "image-%s.lock" % name)
+    return FileLock(path, timeout=timeout, what="image %s" % name, step=STEP)
+
+
 def ensure_cached(request, check_mode=False):
     """Make sure the base image exists and is sound; returns the module result."""
-    if os.path.lexists(request.base_path):
-        return _reuse(request, check_mode)
     if check_mode:
+        if os.path.lexists(request.base_path):
+            return _reuse(request, check_mode)
         return _result(request, None, None, changed=True,
                        msg="would fetch %s into %s" % (fetching.redact(request.src), request.base_path))
     _make_dirs(request.instances_path)
-    with FileLock(request.lock_path, timeout=request.lock_timeout, what="image %s" % request.image_id, step=STEP):
-        if os.path.lexists(request.base_path):  # another run fetched it while we waited
+    # Also taken for a cached image (uncontended it costs microseconds): cleanup re-checks use
+    # and age under this lock, so it never deletes a base between our check and our touch.
+    with image_lock(request.instances_path, paths.base_name(request.image_id), request.lock_timeout):
+        if os.path.lexists(request.base_path):
             return _reuse(request, check_mode)
         return _fetch_and_convert(request)
 
