@@ -9,13 +9,16 @@ different domain already holding our UUID or name is left alone.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare
-from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import DomainError, libvirt_module
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.xml_builder import METADATA_NS
 
 STATES = ("defined", "running", "paused", "shutdown", "destroyed", "absent")
@@ -316,3 +319,31 @@ def _transition(ops, dom, state, result, *, start_paused, check_mode):
     else:
         ops.destroy(dom)
         result["pending_restart"] = False
+
+
+def run(params, check_mode=False):
+    """The ``domain`` step: XML from ``xml`` or ``<uuid>/libvirt.xml``, then ``ensure``; the journal
+    records a domain this run defined so that a rollback undefines exactly that."""
+    uuid = paths.validate_uuid(params["uuid"], step=STEP)
+    for key in ("start_timeout", "shutdown_timeout"):
+        if params.get(key) is not None and params[key] <= 0:
+            raise ValidationError("%s must be > 0, got %s" % (key, params[key]), step=STEP)
+    instances_path = params.get("instances_path") or paths.DEFAULT_INSTANCES_PATH
+    instance_dir = paths.instance_dir(instances_path, uuid)
+    xml = params.get("xml")
+    if xml is None and params.get("state") != "absent":
+        xml_path = os.path.join(instance_dir, "libvirt.xml")
+        if os.path.exists(xml_path):
+            paths.require_inside(xml_path, instances_path, step=STEP)
+            xml = read_bytes(xml_path).decode("utf-8")
+    with Connection(params.get("libvirt_uri") or "qemu:///system", step=STEP) as conn:
+        result = ensure(
+            conn, uuid, xml=xml, state=params.get("state") or "running", start_paused=bool(params.get("start_paused")),
+            reboot=params.get("reboot"), check_mode=check_mode, start_timeout=params.get("start_timeout") or 60,
+            shutdown_timeout=params.get("shutdown_timeout") or 60,
+            force_after_timeout=params.get("force_after_timeout", True),
+        )
+    result["domain_name"] = paths.domain_name(uuid)
+    if result["defined"] and not check_mode and os.path.isdir(instance_dir):
+        Journal(instance_dir).record(STEP, created=["domain:%s" % result["domain_name"]])
+    return result

@@ -20,10 +20,13 @@ import re
 import tempfile
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes, write_atomic
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError, ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
 from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandRunner
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.compare import _etree, parse
-from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import DomainError, libvirt_module
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.virt_type import detect_virt_type
 
 STEP = "domain_xml"
 METADATA_NS = "https://nimbus.compute/xmlns/libvirt/instance/1.0"
@@ -475,3 +478,43 @@ def generate(req, host):
     xml = render(build(validate_request(req), host))
     parse(xml, step=STEP)
     return xml
+
+
+REQUEST_FIELDS = ("instance_uuid", "instances_path", "flavor", "name", "image", "disks", "interfaces", "kernel", "ramdisk",
+                  "owner", "vnc", "vnc_listen", "cpu_mode", "cpu_model")
+
+
+def write_domain_xml(params, check_mode=False):
+    """The ``domain_xml`` step: validate, probe the host, build, validate, write libvirt.xml if it changed."""
+    virt_type, reason = detect_virt_type(params.get("virt_type") or "auto")
+    req = validate_request(DomainRequest(virt_type=virt_type, **{k: params.get(k) for k in REQUEST_FIELDS if k in params}))
+    instances_path = req.instances_path
+    path = os.path.join(req.instance_dir, "libvirt.xml")
+    probe_dir = os.path.dirname(req.disks[0]["path"]) if req.disks else req.instance_dir
+    with Connection(params.get("libvirt_uri") or "qemu:///system", step=STEP) as conn:
+        host = probe_host(conn, virt_type, machine=req.properties.get("hw_machine_type"), disk_dir=probe_dir)
+    xml = generate(req, host)
+    validated = validate_xml(xml) if params.get("validate", True) else False
+    exists = os.path.isdir(req.instance_dir)
+    if exists:
+        paths.require_inside(path, instances_path, step=STEP)
+    old = read_bytes(path) if exists else None
+    changed = old != xml
+    if changed and not check_mode:
+        if not exists:
+            raise DomainError("instance directory %s does not exist (run instance_claim first)" % req.instance_dir, step=STEP)
+        write_atomic(path, xml, mode=0o600)
+        if old is None:
+            Journal(req.instance_dir).record(STEP, created=[path])
+    text = xml.decode("utf-8")
+    return {
+        "changed": changed,
+        "xml": text,
+        "path": path,
+        "virt_type": virt_type,
+        "virt_type_reason": reason,
+        "machine_type": host.machine,
+        "disk_cache": "none" if host.direct_io else "writeback",
+        "validated": validated,
+        "diff": {"before": (old or b"").decode("utf-8", "replace"), "after": text, "before_header": path, "after_header": path},
+    }
