@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """Argument specs repeated across modules, mirrored by doc fragment ``nimbus.compute.connection``."""

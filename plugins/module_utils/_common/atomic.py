@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """Atomic file writes: temp file in the same directory, fsync, rename, fsync the directory."""

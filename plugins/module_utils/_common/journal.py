@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """The build journal ``<uuid>/instance.json``: what each step created, so that a rollback

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """Names and paths on a hypervisor, all derived from the server UUID (DESIGN.md §1)."""

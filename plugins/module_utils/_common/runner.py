@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """One small runner per external tool: argument lists (never a shell string), a bounded
@@ -18,7 +17,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.errors impo
 
 
 class CommandResult:
-    __slots__ = ("argv", "rc", "stdout", "stderr")
+    __slots__ = ("argv", "rc", "stderr", "stdout")
 
     def __init__(self, argv, rc, stdout, stderr):
         self.argv = argv

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """The one wrapper for every qemu-img call.

@@ -1,4 +1,3 @@
-# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """Nova's ``virt_type`` chosen at run time: kvm only where it can really run a guest.
