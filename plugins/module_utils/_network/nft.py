@@ -106,7 +106,7 @@ def _group_sets(request, ports):
     sets = {}
     for (group_name, fam), set_name in used.items():
         version = 4 if fam == "ip" else 6
-        nets = [ipaddress.ip_network(ip) for ip in request.security_groups[group_name].members]
+        nets = list(request.security_groups[group_name].members)
         for port in request.ports:
             if group_name in port.security_groups:
                 nets.extend(net for _, net in port.addresses())

@@ -83,7 +83,7 @@ class SecurityGroup:
     name: str
     id: str | None = None
     rules: list = field(default_factory=list)
-    members: list = field(default_factory=list)  # IPs of ports in this group on other hosts
+    members: list = field(default_factory=list)  # addresses (CIDRs) of this group's ports elsewhere
 
 
 def _fail(msg):
@@ -268,7 +268,7 @@ def parse_security_groups(items):
             parse_rule(rule, "security group %s rule %d" % (group.name, index), by_key)
             for index, rule in enumerate(item.get("rules") or [])
         ]
-        group.members = [_ip(ip, "security group %s member" % group.name) for ip in item.get("members") or []]
+        group.members = [_cidr(ip, "security group %s member" % group.name) for ip in item.get("members") or []]
     return groups, by_key
 
 
