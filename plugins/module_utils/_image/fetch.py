@@ -27,6 +27,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._image.errors impor
 SCHEMES = ("http", "https", "file")
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
+SPARSE_BLOCK = 64 << 10
 _ZEROS = memoryview(bytes(CHUNK))
 CHECKSUM_ALGORITHMS = {"sha256": 64, "sha512": 128}
 _CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
@@ -166,13 +167,23 @@ def _copy(source, fd, shown, image_id, *, deadline, max_bytes, free_bytes, algor
             raise _no_space(shown, size, free_bytes)
         if hasher:
             hasher.update(chunk)
-        # bytearray.startswith is a memcmp; comparing memoryviews goes byte by byte.
-        if buffer.startswith(_ZEROS[:count]):
-            os.lseek(fd, count, os.SEEK_CUR)  # leave a hole: raw images stay sparse
-        else:
-            _write_all(fd, chunk)
+        _write_sparse(fd, buffer, count)
         if time.monotonic() > stop_at:
             raise ImageError("fetch of %s failed: not complete within %.0f s (%d bytes received)" % (shown, deadline, size))
+
+
+def _write_sparse(fd, buffer, count):
+    """Write ``buffer[:count]`` at the current offset, seeking over all-zero 64 KiB blocks so a
+    raw image lands sparse. bytearray.startswith is a memcmp (comparing memoryviews is not)."""
+    view = memoryview(buffer)
+    start = 0  # first byte of the pending run of data blocks
+    for offset in range(0, count, SPARSE_BLOCK):
+        end = min(offset + SPARSE_BLOCK, count)
+        if buffer.startswith(_ZEROS[: end - offset], offset, end):
+            _write_all(fd, view[start:offset])
+            os.lseek(fd, end - offset, os.SEEK_CUR)
+            start = end
+    _write_all(fd, view[start:count])
 
 
 def _write_all(fd, chunk):
