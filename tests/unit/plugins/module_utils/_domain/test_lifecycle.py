@@ -1,0 +1,132 @@
+"""Lifecycle logic against libvirt's built-in test driver (test:///default): fast, no QEMU."""
+
+from __future__ import annotations
+
+import time
+import uuid as uuidlib
+
+import pytest
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._domain import lifecycle
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import DomainError, open_connection
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.xml_builder import METADATA_NS
+
+libvirt = pytest.importorskip("libvirt")
+
+
+def domain_xml(uuid, memory=65536, name=None, metadata=True):
+    meta = "<metadata><nimbus:instance xmlns:nimbus='%s'/></metadata>" % METADATA_NS if metadata else ""
+    return ("<domain type='test'><name>%s</name><uuid>%s</uuid>%s<memory unit='KiB'>%d</memory>"
+            "<os><type>hvm</type></os></domain>" % (name or "instance-" + uuid, uuid, meta, memory))
+
+
+@pytest.fixture
+def conn():
+    connection = open_connection("test:///default")
+    yield connection
+    connection.close()
+
+
+@pytest.fixture
+def uuid(conn):
+    value = str(uuidlib.uuid4())
+    yield value
+    dom = lifecycle.find(conn, uuid=value)
+    if dom is not None:
+        if dom.isActive():
+            dom.destroy()
+        dom.undefine()
+
+
+def test_state_machine_and_idempotence(conn, uuid):
+    xml = domain_xml(uuid)
+    expected = [("defined", "shutoff", True), ("defined", "shutoff", False), ("running", "running", True),
+                ("running", "running", False), ("paused", "paused", True), ("running", "running", True),
+                ("shutdown", "shutoff", True), ("shutdown", "shutoff", False), ("running", "running", True),
+                ("paused", "paused", True), ("destroyed", "shutoff", True), ("destroyed", "shutoff", False)]
+    for state, final, changed in expected:
+        result = lifecycle.ensure(conn, uuid, xml=xml, state=state, shutdown_timeout=2)
+        assert (result["state"], result["changed"]) == (final, changed), (state, result)
+    assert lifecycle.ensure(conn, uuid, state="absent")["changed"] is True
+    assert lifecycle.find(conn, uuid=uuid) is None
+    assert lifecycle.ensure(conn, uuid, state="absent")["changed"] is False
+
+
+def test_check_mode_changes_nothing(conn, uuid):
+    result = lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="running", check_mode=True)
+    assert result["changed"] and result["actions"] == ["define", "start"] and result["state"] == "running"
+    assert lifecycle.find(conn, uuid=uuid) is None
+    lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="running")
+    result = lifecycle.ensure(conn, uuid, xml=domain_xml(uuid, memory=131072), state="absent", check_mode=True)
+    assert result["actions"] == ["destroy", "undefine"]
+    assert lifecycle.state_of(lifecycle.find(conn, uuid=uuid)) == "running"
+
+
+def test_changed_xml_redefines_and_reports_pending_restart(conn, uuid):
+    lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="running")
+    result = lifecycle.ensure(conn, uuid, xml=domain_xml(uuid, memory=131072), state="running")
+    assert result["redefined"] and result["pending_restart"] and "131072" in result["diff"]["after"]
+    assert "65536" in result["diff"]["before"]
+    assert lifecycle.ensure(conn, uuid, xml=domain_xml(uuid, memory=131072), state="running")["changed"] is False
+
+
+def test_start_paused_satisfies_running(conn, uuid):
+    # The test driver cannot start paused: the real start is covered by the integration tests.
+    first = lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="running", start_paused=True, check_mode=True)
+    assert first["state"] == "paused" and first["actions"] == ["define", "start paused"]
+    lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="running")
+    lifecycle.ensure(conn, uuid, state="paused")
+    assert lifecycle.ensure(conn, uuid, state="running", start_paused=True)["changed"] is False
+    assert lifecycle.ensure(conn, uuid, state="running")["actions"] == ["resume"]
+
+
+def test_reboot_only_applies_to_a_running_domain(conn, uuid):
+    started = lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="running", reboot="hard")
+    assert "reboot hard" not in started["actions"], "a domain started by this call needs no reboot"
+    again = lifecycle.ensure(conn, uuid, state="running", reboot="soft")
+    assert again["changed"] and again["actions"] == ["reboot soft"] and again["state"] == "running"
+
+
+def test_conflicts_are_errors(conn, uuid):
+    other = str(uuidlib.uuid4())
+    conn.defineXML(domain_xml(other, name="instance-" + uuid))
+    try:
+        with pytest.raises(DomainError, match="already used by another domain with UUID %s" % other):
+            lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="defined")
+    finally:
+        lifecycle.ensure(conn, other, state="absent")
+    conn.defineXML(domain_xml(uuid, name="not-ours", metadata=False))
+    with pytest.raises(DomainError, match="named 'not-ours'"):
+        lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="defined")
+    lifecycle.ensure(conn, uuid, state="absent")
+    conn.defineXML(domain_xml(uuid, metadata=False))
+    with pytest.raises(DomainError, match=r"not created by nimbus\.compute"):
+        lifecycle.ensure(conn, uuid, xml=domain_xml(uuid, memory=131072), state="defined")
+
+
+def test_bad_input(conn, uuid):
+    with pytest.raises(ValidationError, match="is not the requested uuid"):
+        lifecycle.ensure(conn, uuid, xml=domain_xml(str(uuidlib.uuid4())), state="defined")
+    with pytest.raises(ValidationError, match="not a valid UUID"):
+        lifecycle.ensure(conn, "nope", state="absent")
+    with pytest.raises(ValidationError, match="unknown state"):
+        lifecycle.ensure(conn, uuid, state="gone")
+    with pytest.raises(DomainError, match="is not defined and no XML"):
+        lifecycle.ensure(conn, uuid, state="running")
+    with pytest.raises(ValidationError, match="start_timeout must be > 0"):
+        lifecycle.run({"uuid": uuid, "state": "running", "start_timeout": 0, "libvirt_uri": "test:///default"})
+
+
+def test_bounded_call_times_out():
+    started = time.monotonic()
+    with pytest.raises(DomainError, match="did not finish within 0 s") as info:
+        lifecycle._bounded(lambda: time.sleep(2), 0.2, "sleeping")
+    assert time.monotonic() - started < 1.5 and info.value.retryable is True
+
+
+def test_unreachable_uri_is_retryable_and_names_the_uri():
+    uri = "qemu+unix:///system?socket=/nonexistent/sock"
+    with pytest.raises(DomainError) as info:
+        open_connection(uri)
+    assert uri in str(info.value) and info.value.retryable is True

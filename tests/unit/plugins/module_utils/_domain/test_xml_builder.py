@@ -1,0 +1,221 @@
+from __future__ import annotations
+
+import errno
+import os
+import shutil
+
+import pytest
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare, xml_builder
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import DomainError
+
+UUID = "0b5c8d1e-3f0a-4d2b-9c7e-1a2b3c4d5e6f"
+ROOT = "/srv/instances"
+NS = {"n": xml_builder.METADATA_NS}
+
+DOMCAPS = """<domainCapabilities><path>/usr/bin/qemu-system-x86_64</path><domain>qemu</domain>
+<machine>pc-i440fx-7.2</machine><arch>x86_64</arch>
+<os supported='yes'><enum name='firmware'>%s</enum></os></domainCapabilities>"""
+
+
+def host(**kw):
+    base = dict(arch="x86_64", machine="pc-i440fx-7.2", vhost_net=False, direct_io=True)
+    base.update(kw)
+    return xml_builder.HostInfo(**base)
+
+
+def request(**kw):
+    base = dict(
+        instance_uuid=UUID, instances_path=ROOT, virt_type="qemu", name="web-1",
+        flavor={"name": "m1.tiny", "vcpus": 1, "memory_mb": 256, "root_gb": 1},
+        image={"id": "img-1", "properties": {}},
+        disks=[{"name": "disk", "path": ROOT + "/" + UUID + "/disk", "format": "qcow2"},
+               {"name": "disk.local", "path": ROOT + "/" + UUID + "/disk.local", "format": "qcow2"},
+               {"name": "disk.config", "path": ROOT + "/" + UUID + "/disk.config", "format": "raw"}],
+    )
+    base.update(kw)
+    return xml_builder.DomainRequest(**base)
+
+
+def build(req=None, **hostkw):
+    return compare.parse(xml_builder.generate(req or request(), host(**hostkw)))
+
+
+def test_basic_domain_shape():
+    dom = build()
+    assert dom.get("type") == "qemu"
+    assert dom.findtext("name") == "instance-" + UUID and dom.findtext("uuid") == UUID
+    assert dom.find("memory").get("unit") == "KiB" and dom.findtext("memory") == str(256 * 1024)
+    assert dom.find("features/acpi") is not None, "guests need ACPI to power off"
+    assert dom.find("cpu") is None, "TCG keeps the emulator's default CPU"
+    assert dom.find("devices/graphics") is None, "no graphics unless VNC is asked"
+    assert dom.find("os/type").get("machine") == "pc-i440fx-7.2" and dom.find("os/boot").get("dev") == "hd"
+    assert [t.get("dev") for t in dom.findall("devices/disk/target")] == ["vda", "vdb", "vdc"]
+    assert [d.get("type") for d in dom.findall("devices/disk/driver")] == ["qcow2", "qcow2", "raw"]
+    assert {d.get("cache") for d in dom.findall("devices/disk/driver")} == {"none"}
+    log = ROOT + "/" + UUID + "/console.log"
+    assert dom.find("devices/serial").get("type") == "file" and dom.find("devices/serial/source").get("path") == log
+    assert dom.find("devices/console/target").get("type") == "serial"
+
+
+def test_output_is_deterministic():
+    assert xml_builder.generate(request(), host()) == xml_builder.generate(request(), host())
+
+
+def test_kvm_uses_host_model_and_custom_model_is_honoured():
+    assert build(request(virt_type="kvm")).find("cpu").get("mode") == "host-model"
+    custom = build(request(cpu_mode="custom", cpu_model="qemu64")).find("cpu")
+    assert custom.get("mode") == "custom" and custom.findtext("model") == "qemu64"
+
+
+def test_topology_from_extra_specs():
+    flavor = {"vcpus": 4, "memory_mb": 64, "extra_specs": {"hw:cpu_sockets": "2", "hw:cpu_cores": "2"}}
+    topo = build(request(flavor=flavor)).find("cpu/topology")
+    assert (topo.get("sockets"), topo.get("cores"), topo.get("threads")) == ("2", "2", "1")
+    with pytest.raises(ValidationError, match="does not match 3 vcpus"):
+        xml_builder.generate(request(flavor=dict(flavor, vcpus=3)), host())
+
+
+def test_writeback_without_direct_io_and_qemu_driver_without_vhost():
+    nic = {"type": "bridge", "source_bridge": "br0", "mac": "fa:16:3e:00:00:01", "target_dev": "tap12345678901"}
+    dom = build(request(interfaces=[nic]), direct_io=False)
+    assert {d.get("cache") for d in dom.findall("devices/disk/driver")} == {"writeback"}
+    iface = dom.find("devices/interface")
+    assert iface.find("driver").get("name") == "qemu" and iface.find("source").get("bridge") == "br0"
+    assert iface.find("target").get("managed") is None
+    with_vhost = build(request(interfaces=[nic]), vhost_net=True)
+    assert with_vhost.find("devices/interface/driver") is None
+
+
+def test_ethernet_tap_is_not_managed_by_libvirt():
+    nic = {"type": "ethernet", "mac": "FA:16:3E:00:00:02", "target_dev": "tapabc", "model": "e1000", "mtu": 1450}
+    iface = build(request(interfaces=[nic])).find("devices/interface")
+    assert iface.find("target").attrib == {"dev": "tapabc", "managed": "no"}
+    assert iface.find("mac").get("address") == "fa:16:3e:00:00:02" and iface.find("model").get("type") == "e1000"
+    assert iface.find("mtu").get("size") == "1450" and iface.find("driver") is None
+
+
+@pytest.mark.parametrize(("bus", "targets"), [("scsi", ["sda", "sdb", "sdc"]), ("sata", ["sda", "sdb", "sdc"]),
+                                               ("ide", ["hda", "hdb", "hdc"])])
+def test_disk_bus_prefixes(bus, targets):
+    dom = build(request(image={"properties": {"hw_disk_bus": bus}}))
+    assert [t.get("dev") for t in dom.findall("devices/disk/target")] == targets
+    assert {t.get("bus") for t in dom.findall("devices/disk/target")} == {bus}
+    assert (dom.find("devices/controller[@model='virtio-scsi']") is not None) is (bus == "scsi")
+
+
+def test_cdrom_config_drive_defaults_to_ide_and_is_readonly():
+    disks = [{"name": "disk", "path": ROOT + "/" + UUID + "/disk"},
+             {"name": "disk.config", "path": ROOT + "/" + UUID + "/disk.config", "format": "raw", "device": "cdrom"}]
+    cdrom = build(request(disks=disks)).find("devices/disk[@device='cdrom']")
+    assert cdrom.find("target").attrib == {"dev": "hda", "bus": "ide"} and cdrom.find("readonly") is not None
+
+
+def test_direct_kernel_boot_and_command_line():
+    image = {"properties": {"os_command_line": "console=ttyS0 x"}}
+    req = request(kernel=ROOT + "/_base/k", ramdisk=ROOT + "/_base/r", image=image)
+    os_el = build(req).find("os")
+    assert os_el.findtext("kernel") == ROOT + "/_base/k" and os_el.findtext("initrd") == ROOT + "/_base/r"
+    assert os_el.findtext("cmdline") == "console=ttyS0 x" and os_el.find("boot") is None
+    assert build(request(kernel=ROOT + "/_base/k")).find("os").findtext("cmdline") == "console=ttyS0"
+
+
+def test_vnc_listens_on_loopback():
+    graphics = build(request(vnc=True)).find("devices/graphics")
+    assert graphics.get("type") == "vnc" and graphics.get("listen") == "127.0.0.1"
+    assert graphics.find("listen").get("address") == "127.0.0.1"
+
+
+def test_uefi_needs_ovmf():
+    req = request(image={"properties": {"hw_firmware_type": "uefi"}})
+    with pytest.raises(DomainError, match="no OVMF firmware is installed"):
+        xml_builder.generate(req, host())
+    uefi = {"properties": {"hw_firmware_type": "uefi"}}
+    assert build(request(image=uefi), efi_firmware=True).find("os").get("firmware") == "efi"
+    loader = build(request(image=uefi), ovmf=("/c.fd", "/v.fd")).find("os/loader")
+    assert loader.text == "/c.fd" and loader.get("type") == "pflash"
+
+
+def test_user_text_is_escaped_into_metadata_only():
+    evil = "</nimbus:name><devices><disk/></devices>&x;"
+    dom = build(request(name=evil, owner={"user_id": "u-1", "user_name": "<bob>", "project_name": "p&q"},
+                        flavor={"name": evil, "vcpus": 1, "memory_mb": 64}))
+    meta = dom.find("metadata/n:instance", NS)
+    assert meta.findtext("n:name", namespaces=NS) == evil
+    assert meta.find("n:flavor", NS).get("name") == evil
+    assert meta.findtext("n:owner/n:user", namespaces=NS) == "<bob>" and meta.find("n:owner/n:user", NS).get("uuid") == "u-1"
+    assert meta.find("n:root", NS).get("uuid") == "img-1"
+    assert len(dom.findall("devices/disk")) == 3 and dom.findtext("name") == "instance-" + UUID
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    (dict(instance_uuid="not-a-uuid"), "not a valid UUID"),
+    (dict(flavor={"vcpus": 1, "memory_mb": 0}), "memory_mb must be >= 16"),
+    (dict(flavor={"vcpus": 0, "memory_mb": 64}), "vcpus must be >= 1"),
+    (dict(flavor={"vcpus": "two", "memory_mb": 64}), "must be an integer"),
+    (dict(image={"properties": {"hw_disk_bus": "floppy"}}), "unknown hw_disk_bus 'floppy'"),
+    (dict(image={"properties": {"hw_vif_model": "vmxnet9"}}), "unknown hw_vif_model"),
+    (dict(disks=[{"name": "disk", "path": "/etc/passwd"}]), "resolves outside instances_path"),
+    (dict(disks=[{"name": "../x", "path": ROOT + "/x"}]), "not a Nova disk name"),
+    (dict(disks=[{"name": "disk", "path": ROOT + "/a"}, {"name": "disk", "path": ROOT + "/b"}]), "must be unique"),
+    (dict(disks=[{"name": "disk", "path": ROOT + "/a", "device": "cdrom", "bus": "virtio"}]), "cannot use the virtio bus"),
+    (dict(interfaces=[{"type": "bridge", "source_bridge": "br0", "mac": "01:00:5e:00:00:01"}]), "not a unicast MAC"),
+    (dict(interfaces=[{"type": "ethernet", "mac": "fa:16:3e:00:00:01", "target_dev": "tap-name-far-too-long"}]),
+     "max 15 characters"),
+    (dict(interfaces=[{"type": "ethernet", "mac": "fa:16:3e:00:00:01"}]), "needs target_dev"),
+    (dict(interfaces=[{"type": "bridge", "mac": "fa:16:3e:00:00:01"}]), "needs a valid source_bridge"),
+    (dict(ramdisk=ROOT + "/_base/r"), "needs a kernel"),
+    (dict(kernel="/boot/vmlinuz"), "outside instances_path"),
+    (dict(vnc=True, vnc_listen="example.com"), "must be an IP address"),
+    (dict(cpu_mode="custom"), "needs cpu_model"),
+])
+def test_bad_input_is_a_validation_error(change, message):
+    with pytest.raises(ValidationError, match=message) as info:
+        xml_builder.generate(request(**change), host())
+    assert info.value.step == "domain_xml" and info.value.retryable is False
+
+
+def test_symlink_escaping_instances_path_is_refused(tmp_path):
+    root = tmp_path / "instances"
+    root.mkdir()
+    (root / "evil").symlink_to("/etc")
+    req = request(instances_path=str(root), disks=[{"name": "disk", "path": str(root / "evil" / "passwd")}])
+    with pytest.raises(ValidationError, match="outside instances_path"):
+        xml_builder.generate(req, host())
+
+
+def test_host_info_from_domcaps():
+    info = xml_builder.host_info_from_domcaps(DOMCAPS % "")
+    assert (info.arch, info.machine, info.efi_firmware) == ("x86_64", "pc-i440fx-7.2", False)
+    assert xml_builder.host_info_from_domcaps(DOMCAPS % "<value>bios</value><value>efi</value>").efi_firmware is True
+
+
+def test_direct_io_probe(tmp_path, monkeypatch):
+    assert isinstance(xml_builder.supports_direct_io(str(tmp_path / "missing" / "dir")), bool)
+    assert os.listdir(tmp_path) == [], "the probe file is removed"
+    real_open = os.open
+
+    def refuse_direct(path, flags, *args):
+        if flags & os.O_DIRECT:
+            raise OSError(errno.EINVAL, "Invalid argument")  # what tmpfs on older kernels says
+        return real_open(path, flags, *args)
+
+    monkeypatch.setattr(xml_builder.os, "open", refuse_direct)
+    assert xml_builder.supports_direct_io(str(tmp_path)) is False
+    assert os.listdir(tmp_path) == []
+
+
+def test_find_ovmf(tmp_path):
+    code, nvram = tmp_path / "CODE.fd", tmp_path / "VARS.fd"
+    assert xml_builder.find_ovmf([(str(code), str(nvram))]) is None
+    code.write_bytes(b"x")
+    nvram.write_bytes(b"y")
+    assert xml_builder.find_ovmf([("/nonexistent", "/x"), (str(code), str(nvram))]) == (str(code), str(nvram))
+
+
+@pytest.mark.skipif(shutil.which("virt-xml-validate") is None, reason="virt-xml-validate not installed")
+def test_virt_xml_validate_accepts_ours_and_rejects_broken():
+    assert xml_builder.validate_xml(xml_builder.generate(request(vnc=True), host())) is True
+    with pytest.raises(DomainError, match="does not match libvirt's schema"):
+        xml_builder.validate_xml(b"<domain type='qemu'><name>x</name><bogus/></domain>")
