@@ -60,6 +60,11 @@ def _collapse(pairs):
     return out
 
 
+def _networks(port, version):
+    """The port's networks of one IP version, merged across its MACs."""
+    return list(ipaddress.collapse_addresses(n for _, n in port.addresses() if n.version == version))
+
+
 def _element(net):
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
@@ -143,7 +148,7 @@ def _bridge_table(request, ports):
     lines += ["    oifname vmap { %s }" % guards, "  }"]
     for port in ports:
         s, macs = _short(port), _set(port.macs())
-        ipv4 = [_element(n) for _, v, n in _collapse(port.addresses()) if v == 4]
+        ipv4 = [_element(n) for n in _networks(port, 4)]
         lines += [
             "  chain port-%s {" % s,
             "    ether saddr != %s drop" % macs,
@@ -203,8 +208,7 @@ def _inet_table(request, ports):
     ]
     for version, fam in ((4, "ip"), (6, "ip6")):
         # Host to guest: no link-layer header yet, so the guest is found by its addresses.
-        targets = ["%s : jump ingress-%s" % (_element(n), _short(p)) for p in ports for _, v, n in _collapse(p.addresses())
-                   if v == version]
+        targets = ["%s : jump ingress-%s" % (_element(n), _short(p)) for p in ports for n in _networks(p, version)]
         if targets:
             lines.append("    %s daddr vmap { %s }" % (fam, ", ".join(targets)))
     lines.append("  }")

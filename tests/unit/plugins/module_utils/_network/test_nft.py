@@ -1,0 +1,157 @@
+"""The ruleset generator and the replace/idempotence logic, with a recording nft runner.
+One test loads the generated ruleset into the real kernel with ``nft -c`` (check only)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+
+import pytest
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandResult
+from ansible_collections.nimbus.compute.plugins.module_utils._network import nft
+from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import NetworkError
+from ansible_collections.nimbus.compute.plugins.module_utils._network.validation import parse_request
+
+INSTANCE = "11111111-2222-3333-4444-555555555555"
+PORT = "aaaaaaaa-0000-0000-0000-000000000001"
+NET = {"name": "private", "cidr": "10.0.0.0/24"}
+SGS = [
+    {
+        "name": "web",
+        "members": ["10.0.0.9", "10.0.0.0/30"],
+        "rules": [
+            {"direction": "ingress", "protocol": "tcp", "port_range_min": 80, "port_range_max": 90,
+             "remote_ip_prefix": "192.0.2.0/24"},
+            {"direction": "ingress", "protocol": "icmp", "port_range_min": 8, "port_range_max": 0, "remote_group_id": "web"},
+            {"direction": "ingress", "ethertype": "IPv6", "protocol": "udp", "port_range_min": 53},
+            {"direction": "egress", "protocol": "132"},
+        ],
+    }
+]
+
+
+def request(**port):
+    base = {"id": PORT, "network": "private", "fixed_ips": ["10.0.0.5"], "security_groups": ["web"]}
+    base.update(port)
+    return parse_request(INSTANCE, [base], [NET], SGS)
+
+
+def test_rules_from_security_groups():
+    body = nft.ruleset_body(request())
+    assert "meta nfproto ipv4 ip saddr 192.0.2.0/24 meta l4proto tcp th dport 80-90 accept" in body
+    assert "meta nfproto ipv4 ip saddr @rg0-ip meta l4proto icmp icmp type 8 icmp code 0 accept" in body
+    assert "meta nfproto ipv6 meta l4proto udp th dport 53 accept" in body
+    assert "meta nfproto ipv4 meta l4proto 132 return" in body
+    # the remote group set: members and this port, collapsed so intervals never overlap
+    assert "elements = { 10.0.0.0/30, 10.0.0.5, 10.0.0.9 }" in body
+
+
+def test_default_deny_and_stateful():
+    lines = nft.ruleset_body(request()).splitlines()
+    ingress = lines[lines.index("  chain ingress-aaaaaaaa-00 {") :]
+    assert ingress[ingress.index("  }") - 1].strip() == "drop"
+    assert "    ct state established,related accept" in ingress
+    assert "    ct state invalid drop" in ingress
+
+
+def test_anti_spoofing_binds_mac_and_ips():
+    req = request(allowed_address_pairs=[{"ip_address": "10.0.0.64/26", "mac_address": "fa:16:3e:00:00:99"}])
+    mac = req.ports[0].mac
+    body = nft.ruleset_body(req)
+    assert mac > "fa:16:3e:00:00:99"  # sets are listed in sorted order
+    assert "ether saddr != { fa:16:3e:00:00:99, %s } drop" % mac in body
+    assert "elements = { fa:16:3e:00:00:99 . 10.0.0.64/26, %s . 10.0.0.5 }" % mac in body
+    assert "ether type arp arp saddr ip { 10.0.0.5, 10.0.0.64/26 } accept" in body
+    assert "ether type ip udp sport 67 drop" in body  # no DHCP server in a guest
+    assert 'ether saddr { fa:16:3e:00:00:99, %s } iifname != "tapaaaaaaaa-00" drop' % mac in body
+
+
+def test_port_without_port_security_gets_no_tables():
+    assert nft.ruleset_body(request(port_security_enabled=False)) == ""
+    script = nft.replace_script(INSTANCE, "")
+    assert "delete table inet nimbus-%s" % INSTANCE in script and "{" not in script
+
+
+def test_replace_script_is_one_atomic_swap_with_digest():
+    body = nft.ruleset_body(request())
+    script = nft.replace_script(INSTANCE, body)
+    first = script.splitlines()[:4]
+    assert first == [
+        "table bridge nimbus-%s" % INSTANCE,
+        "delete table bridge nimbus-%s" % INSTANCE,
+        "table inet nimbus-%s" % INSTANCE,
+        "delete table inet nimbus-%s" % INSTANCE,
+    ]
+    assert script.count('comment "nimbus.compute %s"' % nft.ruleset_digest(body)) == 2
+    assert nft.ruleset_digest(body) == nft.ruleset_digest(nft.ruleset_body(request()))
+
+
+class FakeNft:
+    """Keeps the tables' digests as the kernel would after each script."""
+
+    def __init__(self):
+        self.tables = {}
+        self.loads = []
+
+    def run(self, args, input_data=None, check=True):
+        if args[:2] == ["list", "tables"]:
+            out = "".join("table %s %s\n" % key for key in self.tables)
+        elif args[:2] == ["list", "table"]:
+            out = 'table %s %s {\n\tcomment "nimbus.compute %s"\n}\n' % (args[2], args[3], self.tables[(args[2], args[3])])
+        else:
+            script = input_data.decode()
+            self.loads.append((args, script))
+            if "-c" not in args:
+                for line in script.splitlines():
+                    parts = line.split()
+                    if parts[:1] == ["delete"]:
+                        self.tables.pop((parts[2], parts[3]), None)
+                    if parts[:1] == ["table"] and parts[-1] == "{":
+                        self.tables[(parts[1], parts[2])] = None
+                    if parts[:2] == ["comment", '"nimbus.compute']:
+                        for key, value in self.tables.items():
+                            if value is None:
+                                self.tables[key] = parts[2].rstrip('"')
+            out = ""
+        return CommandResult(["nft", *args], 0, out, "")
+
+
+def test_ensure_is_idempotent_and_removes():
+    fake = FakeNft()
+    fw = nft.Firewall(runner=fake)
+    req = request()
+    assert fw.ensure(req)[0] is True
+    assert fw.ensure(req)[0] is False
+    assert len(fake.loads) == 1
+    assert fw.ensure(request(fixed_ips=["10.0.0.6"]))[0] is True
+    assert fw.remove(INSTANCE) is True
+    assert fake.tables == {}
+    assert fw.remove(INSTANCE) is False
+
+
+def test_check_mode_only_checks():
+    fake = FakeNft()
+    assert nft.Firewall(runner=fake).ensure(request(), check_mode=True)[0] is True
+    assert fake.loads[0][0] == ["-c", "-f", "-"] and fake.tables == {}
+
+
+def test_refused_ruleset_is_a_network_error():
+    class Refusing(FakeNft):
+        def run(self, args, input_data=None, check=True):
+            if args[:1] == ["list"]:
+                return super().run(args, input_data, check)
+            raise CommandError("nft -f failed: Error: syntax error", step="instance_network")
+
+    with pytest.raises(NetworkError, match="nftables refused the ruleset"):
+        nft.Firewall(runner=Refusing()).ensure(request())
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nft -c needs root and nft")
+def test_generated_ruleset_passes_the_kernels_check():
+    req = request(allowed_address_pairs=[{"ip_address": "10.0.0.64/26"}, {"ip_address": "2001:db8::/64"}])
+    script = nft.replace_script(INSTANCE, nft.ruleset_body(req))
+    proc = subprocess.run(["nft", "-c", "-f", "-"], input=script.encode(), capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
