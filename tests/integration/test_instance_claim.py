@@ -1,0 +1,165 @@
+"""instance_claim for real: N+1 claims racing in separate processes for N slots, host totals from
+the lab's libvirt, and the claim + disks steps through ansible-playbook (check mode, idempotence,
+delete back to the state before)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import uuid as uuidlib
+
+import pytest
+
+from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim
+
+pytestmark = pytest.mark.integration
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+COLLECTIONS = os.path.join(ROOT, ".collections")
+MODULE = os.path.join(ROOT, "plugins", "modules", "instance_claim.py")
+URI = "qemu:///system"
+FLAVOR = {"name": "m1.race", "vcpus": 1, "memory_mb": 256, "root_gb": 1, "ephemeral_gb": 0, "swap": 0}
+
+
+def module_process(tmp_path, args):
+    """Start the module as Ansible does on a target: a separate Python reading its args file."""
+    args_file = tmp_path / ("args-%s.json" % uuidlib.uuid4().hex)
+    args_file.write_text(json.dumps({"ANSIBLE_MODULE_ARGS": args}))
+    env = dict(os.environ, PYTHONPATH=COLLECTIONS)
+    return subprocess.Popen([sys.executable, MODULE, str(args_file)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            env=env)
+
+
+def test_n_plus_one_parallel_claims_for_n_slots(tmp_path):
+    slots = 4
+    # memory is the binding resource: 4 x 256 MiB fit in 1536 - 512 reserved; a 5th does not.
+    common = {"instances_path": str(tmp_path / "instances"), "flavor": FLAVOR, "total_memory_mb": 1536,
+              "total_disk_gb": 1000, "total_vcpus": 64}
+    procs = [module_process(tmp_path, dict(common, instance_uuid=str(uuidlib.uuid4()))) for _ in range(slots + 1)]
+    results = []
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        results.append(json.loads(out))
+    ok = [r for r in results if not r.get("failed")]
+    refused = [r for r in results if r.get("failed")]
+    assert len(ok) == slots and len(refused) == 1, results
+    assert refused[0]["reschedule"] is True and "memory_mb: requested 256, free 0" in refused[0]["msg"]
+    claimed = []
+    for entry in os.scandir(common["instances_path"]):
+        journal = os.path.join(entry.path, "instance.json")
+        if os.path.exists(journal):
+            claimed.append(json.load(open(journal))["steps"]["instance_claim"]["claim"]["memory_mb"])
+    assert sum(claimed) == slots * 256, "no over-commit"
+
+
+@pytest.fixture
+def libvirt_up():
+    if shutil.which("virsh") is None or subprocess.run(["virsh", "-c", URI, "version"], capture_output=True,
+                                                       check=False).returncode != 0:
+        pytest.skip("the lab's libvirtd does not answer on %s (bash tests/lab/start.sh)" % URI)
+
+
+def test_host_totals_come_from_libvirt(tmp_path, libvirt_up):
+    import libvirt
+
+    conn = libvirt.openReadOnly(URI)
+    try:
+        info = conn.getInfo()
+    finally:
+        conn.close()
+    totals = claim.host_totals(str(tmp_path), URI)
+    assert (totals["memory_mb"], totals["vcpus"]) == (info[1], info[2])
+    huge = dict(FLAVOR, memory_mb=info[1] * 2)
+    with pytest.raises(claim.ClaimRefused):
+        claim.claim(str(uuidlib.uuid4()), huge, str(tmp_path), libvirt_uri=URI,
+                    ratios={"memory_mb": 1.0, "disk_mb": 1.0, "vcpus": 4.0},
+                    reserved={"memory_mb": 512, "disk_mb": 0, "vcpus": 0})
+
+
+PLAYBOOK = """
+- hosts: localhost
+  gather_facts: false
+  vars:
+    common: &common
+      instance_uuid: "{{ uuid }}"
+      instances_path: "{{ instances_path }}"
+  tasks:
+    - name: claim
+      nimbus.compute.instance_claim:
+        <<: *common
+        flavor: "{{ flavor }}"
+        total_memory_mb: 4096
+        total_disk_gb: 100
+        total_vcpus: 4
+      register: claim
+    - name: disks
+      nimbus.compute.instance_disks:
+        <<: *common
+        flavor: "{{ flavor }}"
+        base_path: "{{ base_path }}"
+        config_drive: true
+        name: playbook test
+        user_data: "#!/bin/sh\\necho hi\\n"
+        ephemeral_format: ext4
+      register: disks
+    - name: results for the test
+      ansible.builtin.copy:
+        dest: "{{ out }}"
+        content: "{{ {'claim': claim, 'disks': disks} | to_json }}"
+      check_mode: false
+      changed_when: false
+"""
+
+DELETE = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - nimbus.compute.instance_disks: {instance_uuid: "{{ uuid }}", instances_path: "{{ instances_path }}", state: absent}
+    - nimbus.compute.instance_claim: {instance_uuid: "{{ uuid }}", instances_path: "{{ instances_path }}", state: absent}
+"""
+
+
+def playbook(tmp_path, text, extra, *flags):
+    book = tmp_path / ("play-%s.yml" % uuidlib.uuid4().hex[:6])
+    book.write_text(text)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=COLLECTIONS, ANSIBLE_NOCOLOR="1",
+               ANSIBLE_LOCALHOST_WARNING="0", ANSIBLE_INVENTORY_UNPARSED_WARNING="0")
+    cmd = [os.path.join(os.path.dirname(sys.executable), "ansible-playbook"), "-i", "localhost,", "-c", "local",
+           "-e", "ansible_python_interpreter=%s" % sys.executable, "-e", json.dumps(extra), *flags, str(book)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=300, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    recap = next(line for line in proc.stdout.splitlines() if line.startswith("localhost"))
+    return proc.stdout, int(recap.split("changed=")[1].split()[0])
+
+
+def tree(path):
+    return sorted(os.path.relpath(os.path.join(top, n), path) for top, dirs, files in os.walk(path) for n in dirs + files)
+
+
+@pytest.mark.slow
+def test_playbook_check_mode_idempotence_and_delete(tmp_path):
+    instances = tmp_path / "instances"
+    (instances / "_base").mkdir(parents=True)
+    base = instances / "_base" / "image"
+    with open(base, "wb") as handle:
+        handle.truncate(8 << 20)
+    out = tmp_path / "result.json"
+    extra = {"uuid": str(uuidlib.uuid4()), "instances_path": str(instances), "base_path": str(base), "out": str(out),
+             "flavor": {"name": "m1", "vcpus": 1, "memory_mb": 128, "root_gb": 1, "ephemeral_gb": 1, "swap": 16}}
+    before = tree(instances)
+    stdout, changed = playbook(tmp_path, PLAYBOOK, extra, "--check", "--diff")
+    assert changed == 2 and "+disk.config" in stdout
+    assert tree(instances) == before, "check mode changes nothing"
+    _, changed = playbook(tmp_path, PLAYBOOK, extra)
+    assert changed == 2
+    result = json.loads(out.read_text())
+    assert [d["name"] for d in result["disks"]["domain_disks"]] == ["disk", "disk.local", "disk.swap", "disk.config"]
+    assert result["claim"]["claim"]["disk_mb"] == 2 * 1024 + 16
+    _, changed = playbook(tmp_path, PLAYBOOK, extra)
+    assert changed == 0, "second run changes nothing"
+    _, changed = playbook(tmp_path, DELETE, extra)
+    assert changed == 2
+    after = [p for p in tree(instances) if not p.startswith("locks")]
+    assert after == before
