@@ -42,7 +42,7 @@ image: venv
 setup: venv link lab image
 
 demo: setup
-	ansible-playbook -i localhost, -c local playbooks/demo.yml
+	ansible-playbook -i localhost, -c local playbooks/demo.yml -e @.cache/guest/images.json
 
 demo-clean: setup
 	ansible-playbook -i localhost, -c local playbooks/demo_delete.yml
