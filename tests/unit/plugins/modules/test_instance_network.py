@@ -1,0 +1,111 @@
+"""instance_network as Ansible runs it: documentation matches the argument spec, bad input is a
+clean failure, and check mode / apply / re-apply / absent in a network namespace of its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import uuid
+
+import pytest
+import yaml
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.nimbus.compute.plugins.modules import instance_network
+
+UUID = "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
+PORT = "3f1e6c3a-5b4e-4f0e-9a53-6c1c2a9d8b11"
+NETWORKS = [{"name": "private", "type": "flat", "cidr": "10.66.0.0/24", "mtu": 1400}]
+PORTS = [{"id": PORT, "network": "private", "fixed_ips": ["10.66.0.5"], "security_groups": ["web"]}]
+SGS = [{"name": "web", "rules": [{"direction": "ingress", "protocol": "tcp", "port_range_min": 22}]}]
+
+
+def run(args, capsys, check_mode=False):
+    if check_mode:
+        args = dict(args, _ansible_check_mode=True)
+    with patch_module_args(args), pytest.raises(SystemExit):
+        instance_network.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def test_documentation_matches_argument_spec():
+    doc = yaml.safe_load(instance_network.DOCUMENTATION)["options"]
+    spec = dict(instance_network.ARGUMENT_SPEC)
+    spec.pop("instances_path")  # from the doc fragment
+    assert set(doc) == set(spec)
+    for name, option in spec.items():
+        assert doc[name]["type"] == option["type"], name
+        assert doc[name].get("default") == option.get("default"), name
+        assert doc[name].get("choices") == option.get("choices"), name
+        assert doc[name].get("required", False) == option.get("required", False), name
+        assert doc[name].get("elements") == option.get("elements"), name
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"instance_uuid": "../etc"}, "not a valid UUID"),
+        ({"networks": [dict(NETWORKS[0], type="vlan", physical_interface="eth9", vlan_id=5000)]}, "from 1 to 4094"),
+        ({"ports": [dict(PORTS[0], mac="zz")]}, "aa:bb:cc:dd:ee:ff"),
+        ({"security_groups": [{"name": "web", "rules": [{"direction": "ingress", "remote_ip_prefix": "10.0.0.1/8"}]}]},
+         "not a CIDR"),
+    ],
+)
+def test_bad_input_fails_cleanly_before_any_change(tmp_path, capsys, extra, message):
+    args = dict(instance_uuid=UUID, ports=PORTS, networks=NETWORKS, security_groups=SGS, instances_path=str(tmp_path))
+    args.update(extra)
+    result = run(args, capsys)
+    assert result["failed"] is True and message in result["msg"]
+    assert result["failed_step"] == "instance_network"
+    assert "Traceback" not in json.dumps(result)
+    assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def netns():
+    if os.geteuid() != 0 or not shutil.which("ip") or not shutil.which("nft"):
+        pytest.skip("needs root, ip and nft")
+    name = "nimbus-test-mod-%s" % uuid.uuid4().hex[:6]
+    subprocess.run(["ip", "netns", "add", name], check=True)
+    try:
+        yield name
+    finally:
+        subprocess.run(["ip", "netns", "del", name], check=False)
+
+
+def listing(ns):
+    links = subprocess.run(["ip", "-n", ns, "link"], capture_output=True, text=True, check=True).stdout
+    # Carrier and operstate of a bridge settle on their own a moment after it comes up.
+    links = re.sub(r"NO-CARRIER,| state [A-Z]+", "", links)
+    rules = subprocess.run(["ip", "netns", "exec", ns, "nft", "list", "ruleset"], capture_output=True, text=True, check=True)
+    return links, rules.stdout
+
+
+def test_check_mode_apply_reapply_absent(tmp_path, capsys, netns):
+    args = dict(instance_uuid=UUID, ports=PORTS, networks=NETWORKS, security_groups=SGS, instances_path=str(tmp_path),
+                netns=netns, vif_type="ethernet")
+    before = listing(netns)
+    checked = run(args, capsys, check_mode=True)
+    assert checked["changed"] is True
+    assert ["ip", "-n", netns, "link", "add", "name", "brqprivate", "type", "bridge"] in checked["commands"]
+    assert listing(netns) == before, "check mode changes nothing"
+
+    applied = run(args, capsys)
+    assert applied["changed"] is True
+    assert applied["domain_interfaces"] == [{
+        "type": "ethernet", "source_bridge": None, "target_dev": "tap3f1e6c3a-5b", "mac": applied["domain_interfaces"][0]["mac"],
+        "model": "virtio", "mtu": 1400, "port_id": PORT,
+    }]
+    links, rules = listing(netns)
+    assert "tap3f1e6c3a-5b" in links and "master brqprivate" in links
+    assert "table inet nimbus-%s" % UUID in rules
+
+    again = run(args, capsys)
+    assert again["changed"] is False and listing(netns) == (links, rules)
+
+    gone = run(dict(args, state="absent", ports=[], networks=[], security_groups=[]), capsys)
+    assert gone["changed"] is True and sorted(gone["removed_links"]) == ["brqprivate", "tap3f1e6c3a-5b"]
+    assert listing(netns) == before
