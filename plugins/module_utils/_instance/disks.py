@@ -178,12 +178,20 @@ def _create(inst_dir, todo, journal, *, digest, owner, dir_created, warnings):
             os.chmod(tmp, 0o600)
             apply_owner(tmp, owner)
             fields = {"config_drive_sha256": digest} if disk.content is not None else {}
-            if not os.path.lexists(disk.path):
+            if os.path.lexists(disk.path):
+                # A rebuilt config drive: its digest is recorded once the new content is in place.
+                os.replace(tmp, disk.path)
+                journal.record(STEP, **fields)
+            else:
+                # A new file is in the journal before it appears, so a killed run's rollback finds it.
                 made.append(disk.path)
-            journal.record(STEP, created=[disk.path], **fields)
-            os.replace(tmp, disk.path)
+                journal.record(STEP, created=[disk.path], **fields)
+                os.replace(tmp, disk.path)
     except BaseException:
-        _undo(inst_dir, journal, made, dir_created)
+        try:
+            _undo(inst_dir, journal, made, dir_created)
+        except OSError:
+            pass  # report the original failure, not a failing cleanup on the same broken disk
         raise
 
 
