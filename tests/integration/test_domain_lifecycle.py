@@ -13,6 +13,7 @@ import uuid as uuidlib
 import pytest
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._disk import qemu_img
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare, lifecycle, xml_builder
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import DomainError
@@ -222,3 +223,14 @@ def test_guest_boots_with_direct_kernel_boot(server):
     assert "nimbus-guest: up" in console
     assert "nimbus-guest: disk vda bytes=%d" % (64 << 20) in console
     assert "nimbus-guest: disk vdb bytes=%d" % (16 << 20) in console
+
+
+def test_machine_type_from_image_property(server):
+    params = server.params()
+    params["image"]["properties"] = {"hw_machine_type": "q35"}
+    written = xml_builder.write_domain_xml(params)
+    assert written["machine_type"].startswith("pc-q35-"), written["machine_type"]
+    params["image"]["properties"] = {"hw_machine_type": "no-such-machine"}
+    with pytest.raises(ValidationError, match="machine type 'no-such-machine' is not available"):
+        xml_builder.write_domain_xml(params)
+    assert written["machine_type"] in open(written["path"]).read(), "the failed run left libvirt.xml alone"
