@@ -22,6 +22,7 @@ description:
   - With O(state=absent) releases the claim, and removes the instance directory when nothing else
     of the server is left in it (only C(instance.json), C(libvirt.xml), C(console.log)).
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - nimbus.compute.connection
   - nimbus.compute.connection.instances_path
 options:
@@ -79,6 +80,8 @@ attributes:
     support: full
   diff_mode:
     support: none
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""

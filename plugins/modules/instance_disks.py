@@ -27,6 +27,7 @@ description:
   - Every file is recorded in C(instance.json) before it appears; O(state=absent) removes exactly
     those files, then the directory when nothing else of the server is left. A failed run removes what it made.
 extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
   - nimbus.compute.connection.instances_path
 options:
   instance_uuid:
@@ -76,6 +77,8 @@ attributes:
     support: full
   diff_mode:
     support: full
+  platform:
+    platforms: posix
 """
 
 EXAMPLES = r"""
