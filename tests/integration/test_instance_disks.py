@@ -175,6 +175,14 @@ def test_root_gb_zero_uses_image_size(host):
     assert qemu_img.info(os.path.join(host.dir, "disk"), "qcow2")["virtual-size"] == 10 * MIB
 
 
+def test_root_gb_zero_with_an_image_of_odd_length_is_idempotent(tmp_path):
+    odd = Host(tmp_path, base_size=10 * MIB + 100)
+    flavor = dict(FLAVOR, root_gb=0, ephemeral_gb=0, swap=0)
+    assert odd.ensure(flavor=flavor, config_drive_enabled=False)["changed"] is True
+    assert qemu_img.info(os.path.join(odd.dir, "disk"), "qcow2")["virtual-size"] == 10 * MIB + 512
+    assert odd.ensure(flavor=flavor, config_drive_enabled=False)["changed"] is False
+
+
 def test_root_gb_smaller_than_image_fails_before_any_change(tmp_path):
     big = Host(tmp_path, base_size=2 * GIB)
     with pytest.raises(NimbusError, match="smaller than the image's virtual size"):

@@ -26,6 +26,9 @@ from ansible_collections.nimbus.compute.plugins.module_utils._instance.owner imp
 
 STEP = layout.STEP_CLAIM
 RESOURCES = ("memory_mb", "disk_mb", "vcpus")
+# The module's defaults (Nova's scheduler defaults, 512 MiB kept for the host).
+DEFAULT_RATIOS = {"memory_mb": 1.0, "disk_mb": 1.0, "vcpus": 4.0}
+DEFAULT_RESERVED = {"memory_mb": 512, "disk_mb": 0, "vcpus": 0}
 
 
 class ClaimRefused(NimbusError):
@@ -139,6 +142,8 @@ def claim(instance_uuid, flavor, instances_path, *, libvirt_uri="qemu:///system"
     flavor = validate_flavor(flavor, step=STEP)
     instance_uuid, inst_dir = layout.resolve_instance_dir(instances_path, instance_uuid, STEP)
     totals = dict(totals or {})
+    ratios = dict(DEFAULT_RATIOS, **(ratios or {}))
+    reserved = dict(DEFAULT_RESERVED, **(reserved or {}))
     _validate_numbers(ratios, reserved, {"memory_mb": totals.get("memory_mb"),
                                          "disk_mb": totals.get("disk_gb"), "vcpus": totals.get("vcpus")})
     host = host_totals(instances_path, libvirt_uri, totals.get("memory_mb"), totals.get("disk_gb"), totals.get("vcpus"))

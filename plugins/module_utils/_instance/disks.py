@@ -32,6 +32,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._instance.owner imp
 
 STEP = layout.STEP_DISKS
 EPHEMERAL_LABEL = "ephemeral0"  # Nova's label for the first ephemeral disk
+SECTOR = 512
 FS_NAME = re.compile(r"^[a-z0-9]{1,16}$")
 
 
@@ -68,7 +69,8 @@ def _validate_base(base_path, instances_path):
 def root_size(flavor, image_size):
     """root_gb in bytes; 0 means the image's own size (Nova); smaller than the image is an error."""
     if flavor["root_gb"] == 0:
-        return image_size
+        # qcow2 sizes are whole 512-byte sectors: qemu-img rounds up, so the check after must too.
+        return -(-image_size // SECTOR) * SECTOR
     size = flavor["root_gb"] * GIB
     if size < image_size:
         raise ValidationError(

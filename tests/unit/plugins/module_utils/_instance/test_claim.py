@@ -64,6 +64,12 @@ def test_claim_records_journal_and_dir_mode(tmp_path):
     assert entry["created"] == [str(inst)]
 
 
+def test_library_defaults_are_the_module_defaults(tmp_path):
+    result = claim.claim(UUIDS[0], FLAVOR, str(tmp_path), totals=TOTALS, owner=ROOT)
+    assert result["resources"]["memory_mb"]["reserved"] == 512
+    assert result["resources"]["vcpus"]["allocation_ratio"] == 4.0
+
+
 def test_check_mode_changes_nothing(tmp_path):
     result = _claim(tmp_path, UUIDS[0], check_mode=True)
     assert result["changed"] is True

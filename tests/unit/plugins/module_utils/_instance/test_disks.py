@@ -41,7 +41,8 @@ def test_plan_is_in_nova_order_with_sizes(host):
 
 
 def test_root_gb_zero_means_image_size_and_smaller_is_an_error():
-    assert disks.root_size(validate_flavor(dict(FLAVOR, root_gb=0)), 123456) == 123456
+    assert disks.root_size(validate_flavor(dict(FLAVOR, root_gb=0)), 123392) == 123392
+    assert disks.root_size(validate_flavor(dict(FLAVOR, root_gb=0)), 10000) == 10240, "whole sectors, as qemu-img"
     with pytest.raises(ValidationError, match="smaller than the image's virtual size"):
         disks.root_size(validate_flavor(FLAVOR), 2 * GIB)
 
