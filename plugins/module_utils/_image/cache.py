@@ -17,7 +17,7 @@ import stat
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import fsync_dir
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
 from ansible_collections.nimbus.compute.plugins.module_utils._disk import qemu_img
 from ansible_collections.nimbus.compute.plugins.module_utils._image import fetch as fetching
@@ -183,7 +183,11 @@ def _qemu_agrees(request, path, found):
     """``qemu-img info -f <detected>`` must see the same format and size and no external file."""
     detected = found.format
     driver = inspector.QEMU_DRIVER[detected]
-    info = qemu_img.info(path, driver, step=STEP)
+    try:
+        info = qemu_img.info(path, driver, step=STEP)
+    except CommandError as err:
+        # The inspector found nothing wrong but qemu cannot read it (or hit a resource limit).
+        raise request.refuse("qemu-img-rejects", err.msg)
     ours, theirs = found.size_of(), info.get("virtual-size")
     data = (info.get("format-specific") or {}).get("data") or {}
     if info.get("format") != driver:
@@ -192,12 +196,19 @@ def _qemu_agrees(request, path, found):
         problem = "qemu-img reports backing file %r" % info.get("backing-filename")
     elif data.get("data-file"):
         problem = "qemu-img reports data file %r" % data.get("data-file")
-    elif not isinstance(theirs, int) or (theirs > ours if detected == "vhd" else theirs != ours):
-        # vhd: qemu may round the size down to the CHS geometry, never up.
+    elif not isinstance(theirs, int) or not _sizes_agree(detected, ours, theirs):
         problem = "qemu-img reports virtual size %r, the inspector %d" % (theirs, ours)
     else:
-        return theirs
+        return ours if driver == "raw" else theirs  # a raw base is the file itself
     raise request.refuse("qemu-img-disagrees", problem)
+
+
+def _sizes_agree(detected, ours, theirs):
+    if detected == "vhd":  # qemu may round down to the CHS geometry, never up
+        return theirs <= ours
+    if inspector.QEMU_DRIVER[detected] == "raw":  # qemu rounds a raw file up to whole sectors
+        return theirs == -(-ours // 512) * 512
+    return theirs == ours
 
 
 def _convert(request, source, target, detected, virtual_size):
