@@ -209,6 +209,18 @@ def test_wrong_existing_disk_is_an_error_and_untouched(host, wrong):
     assert sorted(os.listdir(host.dir)) == ["disk", "instance.json"]
 
 
+def test_run_after_a_killed_run_completes_the_build(host):
+    """A run killed mid-way left a half-made temp file and a journal naming a disk not yet in place."""
+    host.claim()
+    Journal(host.dir).record("instance_disks", created=[os.path.join(host.dir, "disk")])
+    with open(os.path.join(host.dir, ".nimbus-disk.tmp"), "wb") as handle:
+        handle.write(b"half a qcow2")
+    result = host.ensure()
+    assert result["created"] == ["disk", "disk.local", "disk.swap", "disk.config"]
+    assert sorted(os.listdir(host.dir)) == ["disk", "disk.config", "disk.local", "disk.swap", "instance.json"]
+    assert qemu_img.info(os.path.join(host.dir, "disk"), "qcow2")["backing-filename"] == host.base
+
+
 def test_foreign_config_drive_is_not_replaced(host):
     os.makedirs(host.dir)
     with open(os.path.join(host.dir, "disk.config"), "wb") as handle:
