@@ -170,6 +170,14 @@ def test_second_run_unchanged_and_config_change_rebuilds_only_the_drive(host, tm
         os.path.join(host.dir, "disk")]
 
 
+def test_file_system_without_its_mkfs_gives_a_blank_disk_and_a_warning(host, tmp_path):
+    result = host.ensure(ephemeral_format="nosuchfs", config_drive_enabled=False)
+    assert result["warnings"] == ["mkfs.nosuchfs not found: disk.local left blank"]
+    assert qemu_img.info(os.path.join(host.dir, "disk.local"), "qcow2")["virtual-size"] == GIB
+    if shutil.which("blkid"):
+        assert "TYPE" not in blkid(os.path.join(host.dir, "disk.local"), tmp_path)
+
+
 def test_root_gb_zero_uses_image_size(host):
     host.ensure(flavor=dict(FLAVOR, root_gb=0, ephemeral_gb=0, swap=0), config_drive_enabled=False)
     assert qemu_img.info(os.path.join(host.dir, "disk"), "qcow2")["virtual-size"] == 10 * MIB
