@@ -55,6 +55,15 @@ def test_reclaim_same_uuid_is_idempotent_even_when_host_is_full(tmp_path):
     assert again["resources"]["memory_mb"]["used"] == 2048, "its own claim is not counted twice"
 
 
+def test_reclaim_with_another_flavor_does_not_count_its_old_claim(tmp_path):
+    for uuid in UUIDS[:3]:
+        _claim(tmp_path, uuid)
+    bigger = dict(FLAVOR, name="m1.medium", memory_mb=1536)  # fits only once its own 1024 is not counted
+    result = _claim(tmp_path, UUIDS[0], flavor=bigger)
+    assert result["changed"] is True and result["resources"]["memory_mb"]["free"] == 1536
+    assert claim.host_claims(str(tmp_path))[UUIDS[0]]["memory_mb"] == 1536
+
+
 def test_claim_records_journal_and_dir_mode(tmp_path):
     _claim(tmp_path, UUIDS[0])
     inst = tmp_path / UUIDS[0]
