@@ -281,7 +281,7 @@ class ImageServer:
         self.httpd.routes = {}
         self.httpd.hits = {}
         self.httpd.lock = threading.Lock()
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
 
     def __enter__(self):
         self.thread.start()

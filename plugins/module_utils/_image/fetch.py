@@ -150,7 +150,7 @@ def _copy(source, fd, shown, image_id, *, deadline, max_bytes, free_bytes, algor
     size = 0
     while True:
         try:
-            count = source.readinto(buffer)
+            count = _fill(source, view, stop_at)
         except TimeoutError:  # socket.timeout is its alias
             raise ImageError("fetch of %s failed: no data received for the read timeout after %d bytes" % (shown, size))
         except http.client.IncompleteRead as exc:
@@ -170,6 +170,20 @@ def _copy(source, fd, shown, image_id, *, deadline, max_bytes, free_bytes, algor
         _write_sparse(fd, buffer, count)
         if time.monotonic() > stop_at:
             raise ImageError("fetch of %s failed: not complete within %.0f s (%d bytes received)" % (shown, deadline, size))
+
+
+def _fill(source, view, stop_at):
+    """Fill ``view`` (or up to the end of the body) one receive at a time, so a server that
+    trickles bytes cannot hold a read past the deadline."""
+    count = 0
+    while count < len(view):
+        got = source.readinto1(view[count:])
+        if not got:
+            break
+        count += got
+        if time.monotonic() > stop_at:
+            break
+    return count
 
 
 def _write_sparse(fd, buffer, count):
