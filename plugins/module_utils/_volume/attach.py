@@ -1,0 +1,506 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""Attach and detach a volume (Nova's ``attach_volume`` / ``detach_volume`` in our words).
+
+Attach: validate everything, refuse a volume that another domain (or this one, under another id) already
+uses, store a CHAP secret in libvirt, connect (host-side iSCSI login or nothing: QEMU connects itself),
+check that the volume opens, then ``attachDeviceFlags`` with CONFIG (+ LIVE on an active domain), and
+insert the same ``<disk>`` into ``<uuid>/libvirt.xml`` so the domain step stays ``changed=false``.
+Any failure undoes what this call made (secret, session, attachment): no half-attached volume.
+
+A volume is checked before it is attached: on an active domain the live attach is that check (QEMU
+opens the volume or the call fails); on a stopped one a transient paused domain holding only that disk
+is started and destroyed, the same XML and secret QEMU will use at boot (bounded by the timeout).
+
+Detach: live first (waiting, bounded, for the guest to release the device), then the persistent
+config, then libvirt.xml, the secret and a host-side session. A volume that is not attached is
+``changed=false``.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+import re
+import time
+import uuid as uuidlib
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes, write_atomic
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
+from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
+from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.lifecycle import _bounded, find
+from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import LOCK_TIMEOUT, instance_lock
+from ansible_collections.nimbus.compute.plugins.module_utils._volume import common, iscsi, nbd, rbd, secrets
+from ansible_collections.nimbus.compute.plugins.module_utils._volume import xml as volume_xml
+from ansible_collections.nimbus.compute.plugins.module_utils._volume.errors import STEP, VolumeError
+
+STATES = ("present", "absent")
+DRIVERS = {"iscsi": iscsi.validate, "nbd": nbd.validate, "rbd": rbd.validate}
+ACCESS_MODES = ("rw", "ro")
+# A libvirt user alias is ua-[A-Za-z0-9_-]+; Cinder volume ids are UUIDs.
+VOLUME_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+VIR_DOMAIN_AFFECT_LIVE = 1
+VIR_DOMAIN_AFFECT_CONFIG = 2
+VIR_DOMAIN_XML_INACTIVE = 2
+VIR_DOMAIN_START_PAUSED = 1
+VIR_DOMAIN_START_AUTODESTROY = 2
+LIBVIRT_XML = "libvirt.xml"
+DETACH_RETRY = 5.0
+POLL = 0.2
+
+
+@dataclasses.dataclass
+class Request:
+    instance_uuid: str
+    volume_id: str
+    state: str = "present"
+    spec: dict | None = None
+    password: str | None = dataclasses.field(default=None, repr=False)
+    device: str | None = None
+    bus: str = "virtio"
+    boot_index: int | None = None
+    iscsi_initiator: str = "auto"
+    connect_timeout: float = 10.0
+    detach_timeout: float = 30.0
+    instances_path: str = paths.DEFAULT_INSTANCES_PATH
+    libvirt_uri: str = "qemu:///system"
+
+    @property
+    def instance_dir(self):
+        return paths.instance_dir(self.instances_path, self.instance_uuid)
+
+
+def _positive(value, what):
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise common.invalid("%s %r is not a number" % (what, value))
+    if number <= 0:
+        raise common.invalid("%s must be greater than 0" % what)
+    return number
+
+
+def validate(params):
+    """Every check on the input, before anything is touched; returns a Request."""
+    uuid = paths.validate_uuid(params.get("instance_uuid"), step=STEP)
+    volume_id = params.get("volume_id")
+    if not isinstance(volume_id, str) or not VOLUME_ID_RE.match(volume_id):
+        raise common.invalid("volume_id %r must be 1-64 letters, digits, '-' or '_' (a Cinder volume UUID)" % (volume_id,))
+    state = params.get("state") or "present"
+    if state not in STATES:
+        raise common.invalid("state %r is not one of %s" % (state, ", ".join(STATES)))
+    bus = params.get("bus") or "virtio"
+    if bus not in volume_xml.BUSES:
+        raise common.invalid("bus %r is not one of %s" % (bus, ", ".join(volume_xml.BUSES)))
+    req = Request(
+        instance_uuid=uuid, volume_id=volume_id, state=state, bus=bus,
+        iscsi_initiator=params.get("iscsi_initiator") or "auto",
+        connect_timeout=_positive(params.get("connect_timeout", 10), "connect_timeout"),
+        detach_timeout=_positive(params.get("detach_timeout", 30), "detach_timeout"),
+        instances_path=params.get("instances_path") or paths.DEFAULT_INSTANCES_PATH,
+        libvirt_uri=params.get("libvirt_uri") or "qemu:///system",
+    )
+    if req.iscsi_initiator not in iscsi.INITIATORS:
+        raise common.invalid("iscsi_initiator %r is not one of %s" % (req.iscsi_initiator, ", ".join(iscsi.INITIATORS)))
+    if state == "absent":
+        return req
+    info = params.get("connection_info")
+    if not isinstance(info, dict) or not isinstance(info.get("data") or {}, dict):
+        raise common.invalid("connection_info must be a dict {driver_volume_type: ..., data: {...}}")
+    driver = info.get("driver_volume_type")
+    if driver not in DRIVERS:
+        raise common.invalid("unknown driver_volume_type %r (one of: %s)" % (driver, ", ".join(sorted(DRIVERS))))
+    data = info.get("data") or {}
+    result = DRIVERS[driver](data)
+    req.spec, req.password = result if isinstance(result, tuple) else (result, None)
+    access = data.get("access_mode") or "rw"
+    if access not in ACCESS_MODES:
+        raise common.invalid("access_mode %r is not rw or ro" % (access,))
+    req.spec["read_only"] = access == "ro"
+    req.spec["discard"] = bool(data.get("discard"))
+    if params.get("device"):
+        req.device = volume_xml.check_device(params["device"], bus)
+    boot_index = params.get("boot_index")
+    if boot_index is not None:
+        if isinstance(boot_index, bool) or not isinstance(boot_index, int) or boot_index < 0:
+            raise common.invalid("boot_index %r must be an integer >= 0" % (boot_index,))
+        req.boot_index = boot_index
+    return req
+
+
+# ---------------------------------------------------------------------------------------------
+# libvirt helpers
+
+
+def _call(what, fn, *args):
+    libvirt = libvirt_module(STEP)
+    try:
+        return fn(*args)
+    except libvirt.libvirtError as exc:
+        raise VolumeError("%s failed: %s" % (what, _qemu_reason(exc.get_error_message())))
+
+
+def _qemu_reason(message):
+    """QEMU's own words at the end of libvirt's message, without the -blockdev JSON before them."""
+    return message.rsplit("}: ", 1)[-1].strip() if "-blockdev" in message else message
+
+
+def _parse(xml):
+    return compare.parse(xml, step=STEP)
+
+
+def _domain_xmls(dom):
+    """(persistent config, live XML or None) of a domain, parsed."""
+    config = _parse(_call("reading the domain XML", dom.XMLDesc, VIR_DOMAIN_XML_INACTIVE))
+    live = _parse(_call("reading the live domain XML", dom.XMLDesc, 0)) if dom.isActive() else None
+    return config, live
+
+
+def _to_text(element):
+    return compare._etree().tostring(element, encoding="unicode")
+
+
+def _find_domain(conn, uuid):
+    try:
+        return find(conn, uuid=uuid)
+    except DomainError as exc:
+        raise VolumeError(exc.msg)
+
+
+def check_not_attached_elsewhere(conn, req, key):
+    """Refuse a volume another domain holds (by alias/serial or by the same source)."""
+    for other in _call("listing domains", conn.listAllDomains, 0):
+        if other.UUIDString() == req.instance_uuid:
+            continue
+        for root in _domain_xmls(other):
+            if root is None:
+                continue
+            if volume_xml.volume_disks(root, req.volume_id) or any(
+                    volume_xml.source_key(d) == key for d in root.iterfind("devices/disk")):
+                raise VolumeError("volume %s is already attached to domain %s; detach it there first "
+                                  "(multi-attach is not supported)" % (req.volume_id, other.name()))
+
+
+def probe(conn, disk, arch, timeout):
+    """Open the volume the way QEMU will at boot: a transient, paused, auto-destroyed domain with only this
+    disk. Its failure is QEMU's own reason (no such LUN, CHAP refused, no such export)."""
+    etree = compare._etree()
+    name = "nimbus-volume-probe-%s" % uuidlib.uuid4().hex[:12]
+    root = etree.Element("domain", type="qemu")
+    etree.SubElement(root, "name").text = name
+    etree.SubElement(root, "memory", unit="MiB").text = "16"
+    etree.SubElement(root, "vcpu").text = "1"
+    os_el = etree.SubElement(root, "os")
+    etree.SubElement(os_el, "type", arch=arch).text = "hvm"
+    devices = etree.SubElement(root, "devices")
+    probe_disk = copy.deepcopy(disk)
+    for boot in probe_disk.findall("boot"):
+        probe_disk.remove(boot)
+    devices.append(probe_disk)
+    libvirt = libvirt_module(STEP)
+    flags = VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY
+    try:
+        dom = _bounded(lambda: conn.createXML(_to_text(root), flags), timeout, "opening the volume")
+    except libvirt.libvirtError as exc:
+        raise VolumeError("the volume cannot be opened: %s" % _qemu_reason(exc.get_error_message()))
+    except DomainError as exc:  # the bounded wait ran out: make sure no probe domain outlives us
+        try:
+            conn.lookupByName(name).destroy()
+        except libvirt.libvirtError:
+            pass
+        raise VolumeError("the volume cannot be opened: %s" % exc.msg, retryable=True)
+    try:
+        dom.destroy()
+    except libvirt.libvirtError:
+        pass
+
+
+def _wait_detached(dom, volume_id, timeout):
+    """Poll the live XML until the guest released the device, re-asking it now and then (a guest that was
+    still booting may have missed the first unplug request)."""
+    libvirt = libvirt_module(STEP)
+    deadline = time.monotonic() + timeout
+    next_retry = time.monotonic() + DETACH_RETRY
+    while True:
+        if not dom.isActive():
+            return
+        disks = volume_xml.volume_disks(_parse(dom.XMLDesc(0)), volume_id)
+        if not disks:
+            return
+        now = time.monotonic()
+        if now >= deadline:
+            raise VolumeError("the guest did not release volume %s within %.0f s (is it still in use in the guest?); "
+                              "it stays attached" % (volume_id, timeout), retryable=True)
+        if now >= next_retry:
+            next_retry = now + DETACH_RETRY
+            try:
+                dom.detachDeviceFlags(_to_text(disks[0]), VIR_DOMAIN_AFFECT_LIVE)
+            except libvirt.libvirtError:
+                pass  # "already in the process of unplug" is fine
+        time.sleep(POLL)
+
+
+# ---------------------------------------------------------------------------------------------
+# libvirt.xml and the journal
+
+
+def _libvirt_xml_path(req):
+    path = os.path.join(req.instance_dir, LIBVIRT_XML)
+    return paths.require_inside(path, req.instances_path, step=STEP)
+
+
+def edit_libvirt_xml(req, edit, check_mode):
+    """Apply ``edit(root) -> bool`` to ``<uuid>/libvirt.xml`` (atomically); returns (changed, before, after)."""
+    path = _libvirt_xml_path(req)
+    old = read_bytes(path)
+    if old is None:
+        return False, "", ""
+    root = _parse(old)
+    if not edit(root):
+        text = old.decode("utf-8")
+        return False, text, text
+    new = compare._etree().tostring(root, pretty_print=True, encoding="utf-8")
+    if not check_mode:
+        write_atomic(path, new, mode=0o600)
+    return True, old.decode("utf-8"), new.decode("utf-8")
+
+
+def _same(a, b):
+    return compare.to_string(compare.canonical(a)) == compare.to_string(compare.canonical(b))
+
+
+def _insert_edit(disk, volume_id):
+    def edit(root):
+        present = volume_xml.volume_disks(root, volume_id)
+        if len(present) == 1 and _same(present[0], disk):
+            return False
+        volume_xml.remove_volume(root, volume_id)
+        volume_xml.insert_disk(root, copy.deepcopy(disk))
+        return True
+    return edit
+
+
+def _remove_edit(volume_id):
+    return lambda root: volume_xml.remove_volume(root, volume_id) > 0
+
+
+def _journal_add(req, record, created):
+    journal = Journal(req.instance_dir)
+    entry = journal.step(STEP)
+    volumes = dict(entry.get("volumes", {}))
+    volumes[req.volume_id] = record
+    journal.record(STEP, created=created, volumes=volumes)
+
+
+def _journal_remove(req):
+    """Forget the volume in the journal; returns its record (device, secret, session) or {}."""
+    journal = Journal(req.instance_dir)
+    entry = journal.data["steps"].get(STEP)
+    if not entry:
+        return {}
+    record = entry.get("volumes", {}).pop(req.volume_id, None) or {}
+    gone = {"volume:%s" % req.volume_id, "secret:%s" % record.get("secret_uuid"), "iscsi-session:%s" % record.get("session")}
+    entry["created"] = [item for item in entry.get("created", []) if item not in gone]
+    if journal.exists():
+        journal.save()
+    return record
+
+
+# ---------------------------------------------------------------------------------------------
+# attach
+
+
+def _wanted_key(req, initiator):
+    if initiator == "host":
+        return ("block", iscsi.device_path(req.spec))
+    hosts = tuple(sorted((h, str(p)) for h, p in req.spec["hosts"]))
+    return (req.spec["protocol"], req.spec.get("name"), hosts)
+
+
+def _boot_order(req, config):
+    # libvirt refuses per-device <boot order> next to <os><boot dev>; such a domain boots from its first disk.
+    if req.boot_index is None or config.find("os/boot") is not None:
+        return None
+    return req.boot_index + 1
+
+
+class _Undo:
+    """What this call made, undone in reverse order when a later step fails."""
+
+    def __init__(self):
+        self.steps = []
+
+    def push(self, fn):
+        self.steps.append(fn)
+
+    def run(self):
+        for fn in reversed(self.steps):
+            try:
+                fn()
+            except Exception:  # undo is best effort; the original error is the one to report
+                pass
+
+
+def attach(conn, req, check_mode):
+    libvirt = libvirt_module(STEP)
+    dom = _find_domain(conn, req.instance_uuid)
+    if dom is None:
+        raise VolumeError("domain %s is not defined: run nimbus.compute.domain state=defined first"
+                          % paths.domain_name(req.instance_uuid))
+    active = bool(dom.isActive())
+    config, live = _domain_xmls(dom)
+    initiator, reason = (iscsi.initiator_for(req.spec, req.iscsi_initiator) if req.spec["driver"] == "iscsi"
+                         else (None, "QEMU connects itself"))
+    key = _wanted_key(req, initiator)
+    result = {"changed": False, "driver_volume_type": req.spec["driver"], "iscsi_initiator": initiator,
+              "initiator_reason": reason, "live": active, "secret_uuid": None}
+    if req.spec.get("auth_username"):
+        result["secret_uuid"] = req.spec.get("secret_uuid") or secrets.secret_uuid(req.volume_id)
+    mine = volume_xml.volume_disks(config, req.volume_id)
+    for root in (config, live):
+        for disk in (root.iterfind("devices/disk") if root is not None else ()):
+            if volume_xml.source_key(disk) == key and not volume_xml.is_volume(disk, req.volume_id):
+                raise VolumeError("this server already has a disk on the same source (%s); refusing to attach it twice"
+                                  % disk.find("target").get("dev"))
+    check_not_attached_elsewhere(conn, req, key)
+    if mine:
+        existing = mine[0]
+        if volume_xml.source_key(existing) != key:
+            raise VolumeError("volume %s is already attached to this server with another source; detach it first"
+                              % req.volume_id)
+        device = existing.find("target").get("dev")
+        if req.device and req.device != device:
+            raise VolumeError("volume %s is already attached as %s, not %s; detach it first"
+                              % (req.volume_id, device, req.device))
+        return _already_attached(conn, req, result, existing, check_mode)
+
+    used = volume_xml.used_devs(config, live)
+    device = req.device or volume_xml.next_free(used, req.bus)
+    if req.device and req.device in used:
+        raise common.invalid("device %s is already used by another disk of this server" % req.device)
+    result.update(device=device, bus=req.bus)
+    undo = _Undo()
+    try:
+        spec = dict(req.spec)
+        if spec["driver"] == "rbd" and spec.get("secret_uuid") and secrets.lookup(conn, spec["secret_uuid"]) is None:
+            raise common.invalid("libvirt has no Ceph secret %s (define it on the host, as Nova's rbd_secret_uuid)"
+                                 % spec["secret_uuid"])
+        if spec["driver"] != "rbd":
+            host, portnum = spec["hosts"][0]
+            common.check_reachable(host, portnum, req.connect_timeout,
+                                   "iSCSI portal" if spec["driver"] == "iscsi" else "NBD server")
+        disk = volume_xml.disk_element(dict(spec, secret_uuid=result["secret_uuid"], device_path=None), device, req.bus,
+                                       req.volume_id, _boot_order(req, config))
+        if check_mode:
+            changed, before, after = edit_libvirt_xml(req, _insert_edit(disk, req.volume_id), check_mode=True)
+            result.update(changed=True, disk_xml=_to_text(disk), diff={"before": before, "after": after})
+            return result
+        created = ["volume:%s" % req.volume_id]
+        if spec["driver"] == "iscsi" and spec["auth_username"]:
+            uuid, made = secrets.define(conn, req.volume_id, req.password)
+            if made:
+                undo.push(lambda: secrets.undefine(conn, uuid))
+                created.append("secret:%s" % uuid)
+        record = {"driver": spec["driver"], "device": device, "initiator": initiator, "secret_uuid": result["secret_uuid"]}
+        if initiator == "host":
+            spec["device_path"] = iscsi.login(spec, req.connect_timeout)
+            undo.push(lambda: iscsi.logout(spec))
+            record.update(session="%s,%s" % (spec["iqn"], iscsi.portal_text(*spec["hosts"][0])), iqn=spec["iqn"],
+                          portal=iscsi.portal_text(*spec["hosts"][0]), lun=spec["lun"])
+            created.append("iscsi-session:%s" % record["session"])
+            disk = volume_xml.disk_element(dict(spec, secret_uuid=result["secret_uuid"]), device, req.bus, req.volume_id,
+                                           _boot_order(req, config))
+        text = _to_text(disk)
+        if active:
+            flags = VIR_DOMAIN_AFFECT_CONFIG | VIR_DOMAIN_AFFECT_LIVE
+        else:
+            if spec["driver"] != "rbd":
+                probe(conn, disk, (config.find("os/type").get("arch") or "x86_64"), req.connect_timeout + 20)
+            flags = VIR_DOMAIN_AFFECT_CONFIG
+        _call("attaching volume %s as %s" % (req.volume_id, device), dom.attachDeviceFlags, text, flags)
+        undo.push(lambda: dom.detachDeviceFlags(text, flags))
+        changed, before, after = edit_libvirt_xml(req, _insert_edit(disk, req.volume_id), check_mode=False)
+        _journal_add(req, record, created)
+    except (NimbusError, libvirt.libvirtError):
+        undo.run()
+        raise
+    result.update(changed=True, disk_xml=text, libvirt_xml_updated=changed, diff={"before": before, "after": after})
+    return result
+
+
+def _already_attached(conn, req, result, existing, check_mode):
+    """Idempotent re-run: refresh a CHAP secret that went missing and the libvirt.xml copy; nothing else."""
+    device = existing.find("target").get("dev")
+    result.update(device=device, bus=existing.find("target").get("bus"), disk_xml=_to_text(existing))
+    changed = False
+    if req.spec.get("auth_username") and req.spec["driver"] == "iscsi":
+        if secrets.lookup(conn, result["secret_uuid"]) is None:
+            changed = True
+            if not check_mode:
+                secrets.define(conn, req.volume_id, req.password)
+    wanted = copy.deepcopy(existing)
+    for child in wanted.findall("address"):
+        wanted.remove(child)
+    xml_changed, before, after = edit_libvirt_xml(req, _insert_edit(wanted, req.volume_id), check_mode)
+    result.update(changed=changed or xml_changed, libvirt_xml_updated=xml_changed, diff={"before": before, "after": after})
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# detach
+
+
+def detach(conn, req, check_mode):
+    libvirt = libvirt_module(STEP)
+    dom = _find_domain(conn, req.instance_uuid)
+    result = {"changed": False, "live": False, "device": None}
+    if dom is not None:
+        config, live = _domain_xmls(dom)
+        in_config = volume_xml.volume_disks(config, req.volume_id)
+        in_live = volume_xml.volume_disks(live, req.volume_id) if live is not None else []
+        found = (in_live or in_config)
+        if found:
+            result.update(changed=True, device=found[0].find("target").get("dev"), live=bool(in_live))
+        if found and not check_mode:
+            if in_live:
+                _call("detaching volume %s from the running domain" % req.volume_id, dom.detachDeviceFlags,
+                      _to_text(in_live[0]), VIR_DOMAIN_AFFECT_LIVE)
+                _wait_detached(dom, req.volume_id, req.detach_timeout)
+            if in_config:
+                try:
+                    dom.detachDeviceFlags(_to_text(in_config[0]), VIR_DOMAIN_AFFECT_CONFIG)
+                except libvirt.libvirtError as exc:
+                    raise VolumeError("removing volume %s from the domain definition failed: %s"
+                                      % (req.volume_id, exc.get_error_message()))
+    xml_changed, before, after = edit_libvirt_xml(req, _remove_edit(req.volume_id), check_mode)
+    result.update(libvirt_xml_updated=xml_changed, diff={"before": before, "after": after})
+    record = {} if check_mode else _journal_remove(req)
+    uuid = secrets.secret_uuid(req.volume_id)
+    if secrets.lookup(conn, uuid) is not None:
+        result["changed"] = True
+        if not check_mode:
+            secrets.undefine(conn, uuid)
+    if record.get("session"):
+        iscsi.logout({"iqn": record["iqn"], "hosts": [iscsi.parse_portal(record["portal"])]})
+        result["changed"] = True
+    result["changed"] = result["changed"] or xml_changed
+    return result
+
+
+def run(params, check_mode=False):
+    """The ``volume_attach`` step: one volume on one server, under the per-instance lock and the volume's
+    own lock (two servers racing for one volume: one gets it, the other is refused)."""
+    req = validate(params)
+    step = attach if req.state == "present" else detach
+    with Connection(req.libvirt_uri, step=STEP) as conn:
+        if not os.path.isdir(req.instances_path):
+            return step(conn, req, check_mode)
+        volume_lock = FileLock(os.path.join(paths.locks_dir(req.instances_path), "volume-%s.lock" % req.volume_id),
+                               timeout=LOCK_TIMEOUT, what="volume %s" % req.volume_id, step=STEP)
+        with instance_lock(req.instances_path, req.instance_uuid, STEP), volume_lock:
+            return step(conn, req, check_mode)
