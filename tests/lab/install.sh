@@ -10,7 +10,7 @@ PACKAGES=(
   # the embedded guest image: kernel from linux-image, busybox initramfs
   busybox-static cpio gzip
   # config drive (ISO 9660)
-  xorriso
+  xorriso e2fsprogs util-linux
   # networking and security groups
   iproute2 nftables bridge-utils
   # volumes: iSCSI target + initiator, NBD export
