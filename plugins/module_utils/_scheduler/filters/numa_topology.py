@@ -1,0 +1,54 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""NUMATopologyFilter (basic): flavor hw:numa_nodes=N needs N host cells that each hold vcpus/N and RAM/N.
+
+A host's ``numa_topology`` is ``{"cells": [{"id", "cpus", "memory_mb", "cpu_usage", "memory_usage"}]}``
+(``cpus`` a count or a list of CPU ids). Unlike Nova, no CPU pinning, huge pages or PCI locality.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.base import BaseHostFilter
+
+
+def requested_nodes(spec):
+    value = spec.extra_specs.get("hw:numa_nodes") or spec.image_properties.get("hw_numa_nodes")
+    if value is None:
+        return 0
+    try:
+        nodes = int(value)
+    except ValueError:
+        raise SchedulerInputError("hw:numa_nodes must be a whole number, got %r" % value)
+    if nodes < 1 or spec.vcpus % nodes or spec.memory_mb % nodes:
+        raise SchedulerInputError("hw:numa_nodes=%d must be >= 1 and divide vcpus (%d) and memory_mb (%d)"
+                                  % (nodes, spec.vcpus, spec.memory_mb))
+    return nodes
+
+
+def fitting_cells(host, spec, nodes):
+    """The host cells that can hold one guest NUMA node of this request."""
+    dedicated = spec.extra_specs.get("hw:cpu_policy") == "dedicated"
+    cpu_ratio = 1.0 if dedicated else host.cpu_allocation_ratio
+    want_cpus, want_mem = spec.vcpus // nodes, spec.memory_mb // nodes
+    cells = []
+    for cell in (host.numa_topology or {}).get("cells", []):
+        cpus = cell.get("cpus", 0)
+        cpus = len(cpus) if isinstance(cpus, (list, tuple)) else int(cpus)
+        free_cpus = cpus * cpu_ratio - cell.get("cpu_usage", 0)
+        free_mem = cell.get("memory_mb", 0) * host.ram_allocation_ratio - cell.get("memory_usage", 0)
+        if want_cpus <= cpus and free_cpus >= want_cpus and free_mem >= want_mem:
+            cells.append(cell)
+    return cells
+
+
+class NUMATopologyFilter(BaseHostFilter):
+    name = "NUMATopologyFilter"
+    label = "NUMA topology filter"
+
+    def is_active(self, spec):
+        return requested_nodes(spec) > 0
+
+    def host_passes(self, host, spec):
+        nodes = requested_nodes(spec)
+        return len(fitting_cells(host, spec, nodes)) >= nodes

@@ -1,0 +1,110 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""Every filter and weigher by name (Nova's class names), listed explicitly, and the defaults."""
+
+from __future__ import annotations
+
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.aggregate_instance_extra_specs import (
+    AggregateInstanceExtraSpecsFilter,
+)
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.aggregate_multitenancy_isolation import (
+    AggregateMultiTenancyIsolation,
+)
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.availability_zone import AvailabilityZoneFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.compute import ComputeFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.compute_capabilities import (
+    ComputeCapabilitiesFilter,
+)
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.core import CoreFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.different_host import DifferentHostFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.disk import DiskFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.image_properties import ImagePropertiesFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.io_ops import IoOpsFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.jmespath_rule import JMESPathFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.num_instances import NumInstancesFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.numa_topology import NUMATopologyFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.ram import RamFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.same_host import SameHostFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.server_group_affinity import (
+    ServerGroupAffinityFilter,
+)
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.server_group_anti_affinity import (
+    ServerGroupAntiAffinityFilter,
+)
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.build_failure import BuildFailureWeigher
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.cpu import CPUWeigher
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.disk import DiskWeigher
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.hypervisor_version import (
+    HypervisorVersionWeigher,
+)
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.io_ops import IoOpsWeigher
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.metrics import MetricsWeigher
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.num_instances import NumInstancesWeigher
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.pci import PCIWeigher
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.ram import RAMWeigher
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.soft_affinity import (
+    ServerGroupSoftAffinityWeigher,
+)
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.soft_anti_affinity import (
+    ServerGroupSoftAntiAffinityWeigher,
+)
+
+FILTERS = {cls.name: cls for cls in (
+    RamFilter, DiskFilter, CoreFilter, AvailabilityZoneFilter, ComputeFilter, ComputeCapabilitiesFilter,
+    ImagePropertiesFilter, ServerGroupAntiAffinityFilter, ServerGroupAffinityFilter, AggregateInstanceExtraSpecsFilter,
+    AggregateMultiTenancyIsolation, SameHostFilter, DifferentHostFilter, NumInstancesFilter, IoOpsFilter,
+    NUMATopologyFilter, JMESPathFilter,
+)}
+
+# The order is also the order in which weights are summed (it matters for float ties).
+WEIGHERS = {cls.name: cls for cls in (
+    RAMWeigher, DiskWeigher, CPUWeigher, IoOpsWeigher, NumInstancesWeigher, HypervisorVersionWeigher,
+    BuildFailureWeigher, ServerGroupSoftAffinityWeigher, ServerGroupSoftAntiAffinityWeigher, MetricsWeigher, PCIWeigher,
+)}
+
+# Nova 34: the Placement checks (RAM, disk, vCPU, availability zone) then its default enabled_filters.
+DEFAULT_FILTERS = (
+    "RamFilter", "DiskFilter", "CoreFilter", "AvailabilityZoneFilter",
+    "ComputeFilter", "ComputeCapabilitiesFilter", "ImagePropertiesFilter",
+    "ServerGroupAntiAffinityFilter", "ServerGroupAffinityFilter",
+)
+DEFAULT_WEIGHERS = tuple(WEIGHERS)
+
+# Filters whose hint would otherwise be ignored silently: enabled when their hint or option is given.
+HINT_FILTERS = {"same_host": "SameHostFilter", "different_host": "DifferentHostFilter", "query": "JMESPathFilter"}
+
+
+def _pick(names, known, what):
+    if isinstance(names, str) or not isinstance(names, (list, tuple)):
+        raise SchedulerInputError("%s must be a list of names" % what)
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise SchedulerInputError("unknown %s %s; known: %s" % (what, ", ".join(map(str, unknown)), ", ".join(known)))
+    return [known[n] for n in dict.fromkeys(names)]
+
+
+def filter_classes(names=None):
+    return _pick(DEFAULT_FILTERS if names is None else names, FILTERS, "filter")
+
+
+def weigher_classes(names=None):
+    return _pick(DEFAULT_WEIGHERS if names is None else names, WEIGHERS, "weigher")
+
+
+def multiplier_for(cls, multipliers):
+    """A multiplier override by weigher name (RAMWeigher) or Nova option name (ram_weight_multiplier)."""
+    for key in (cls.name, cls.multiplier_option):
+        if key in multipliers:
+            try:
+                return float(multipliers[key])
+            except (TypeError, ValueError):
+                raise SchedulerInputError("weight multiplier %s must be a number, got %r" % (key, multipliers[key]))
+    return None
+
+
+def check_multiplier_names(multipliers):
+    known = set(WEIGHERS) | {cls.multiplier_option for cls in WEIGHERS.values()}
+    unknown = sorted(set(multipliers) - known)
+    if unknown:
+        raise SchedulerInputError("unknown weight multiplier(s) %s; known: %s" % (", ".join(unknown), ", ".join(sorted(known))))

@@ -1,0 +1,49 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""The weigher interface: a raw number per host and a multiplier (Nova's BaseHostWeigher).
+
+The engine clamps raw values to [minval, maxval] where set, normalises them to 0..1 over the
+candidate hosts (all equal -> 0), multiplies by the host's multiplier and sums over weighers.
+"""
+
+from __future__ import annotations
+
+from operator import attrgetter
+
+
+class BaseHostWeigher:
+    name = "BaseHostWeigher"
+    multiplier_option = None  # Nova's config option name, also read from aggregate metadata
+    default_multiplier = 1.0
+    negate_multiplier = False
+    minval = None
+    maxval = None
+    field = None  # the HostState field that is the raw weight, for the simple weighers
+
+    def __init__(self, config, multiplier=None):
+        self.config = config
+        self.multiplier = self.default_multiplier if multiplier is None else float(multiplier)
+
+    def weight_multiplier(self, host):
+        """The configured multiplier, overridden by the smallest value in the host's aggregates' metadata."""
+        value = self.multiplier
+        values = host.aggregate_values(self.multiplier_option) if host.aggregates else ()
+        if values:
+            try:
+                value = min(float(v) for v in values)
+            except ValueError:
+                value = self.multiplier  # Nova logs a warning and uses the configured value
+        return -value if self.negate_multiplier else value
+
+    def is_active(self, spec):
+        """False when every host gets the same raw weight for this request (contributes nothing)."""
+        return True
+
+    def raw_weight(self, host, spec):
+        return getattr(host, self.field)
+
+    def raw_weights(self, hosts, spec):
+        if self.field and type(self).raw_weight is BaseHostWeigher.raw_weight:
+            return list(map(attrgetter(self.field), hosts))
+        weigh = self.raw_weight
+        return [weigh(h, spec) for h in hosts]
