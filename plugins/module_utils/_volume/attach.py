@@ -116,6 +116,8 @@ def validate(params):
     if driver not in DRIVERS:
         raise common.invalid("unknown driver_volume_type %r (one of: %s)" % (driver, ", ".join(sorted(DRIVERS))))
     data = info.get("data") or {}
+    if data.get("encrypted"):
+        raise common.invalid("encrypted volumes are not supported (no LUKS front end yet)")
     result = DRIVERS[driver](data)
     req.spec, req.password = result if isinstance(result, tuple) else (result, None)
     access = data.get("access_mode") or "rw"

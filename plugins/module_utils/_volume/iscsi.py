@@ -64,7 +64,8 @@ def validate(data):
     iqn = common.require_str(data, "target_iqn", "the target's IQN")
     if not IQN_RE.match(iqn):
         raise common.invalid("target_iqn %r is not an iSCSI name (iqn.YYYY-MM.domain[:id], eui. or naa.)" % iqn)
-    lun = data.get("target_lun", 0)
+    lun = data.get("target_lun")
+    lun = 0 if lun is None else lun
     if isinstance(lun, bool) or not isinstance(lun, (int, str)) or not str(lun).strip().isdigit():
         raise common.invalid("target_lun %r is not a LUN number" % (lun,))
     lun = int(str(lun).strip())
