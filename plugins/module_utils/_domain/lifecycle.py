@@ -350,6 +350,13 @@ def run(params, check_mode=False):
             force_after_timeout=params.get("force_after_timeout", True),
         )
     result["domain_name"] = paths.domain_name(uuid)
-    if result["defined"] and not check_mode and os.path.isdir(instance_dir):
-        Journal(instance_dir).record(STEP, created=["domain:%s" % result["domain_name"]])
+    if not check_mode and os.path.isdir(instance_dir):
+        journal = Journal(instance_dir)
+        if result["defined"]:
+            journal.record(STEP, created=["domain:%s" % result["domain_name"]])
+        elif params.get("state") == "absent":
+            # Gone from libvirt: its definition copy (libvirt.xml) no longer describes anything, so
+            # neither step holds the instance dir back from removal by the claim's release.
+            journal.forget(STEP)
+            journal.forget("domain_xml")
     return result
