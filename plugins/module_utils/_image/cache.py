@@ -1,4 +1,4 @@
-# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """The image cache: one raw base file per image in ``<instances_path>/_base/<sha1(image id)>``.
@@ -154,6 +154,9 @@ def _fetch_and_convert(request):
             validate_certs=request.validate_certs, credentials=request.credentials, max_bytes=_download_limit(request),
             free_bytes=free_bytes(os.path.dirname(base)),
             algorithm=request.checksum[0] if request.checksum else None, image_id=request.image_id,
+            # Only a file that becomes the base itself needs to be durable; a converted one is
+            # read once by qemu-img (from the page cache) and deleted, its output is fsynced.
+            fsync=inspector.QEMU_DRIVER.get(request.disk_format, "raw") == "raw",
         )
         if request.checksum and download.digest != request.checksum[1]:
             raise request.refuse("checksum-mismatch", "%s of the downloaded bytes is %s, expected %s"

@@ -1,4 +1,4 @@
-# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """Errors of the image cache: one area type, plus a refusal that names the rule it broke."""

@@ -1,4 +1,4 @@
-# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """Download an image (http, https or file) into a file, bounded in redirects, size and time.
@@ -97,8 +97,9 @@ class FetchResult:
 
 
 def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, credentials=None, max_bytes=None,
-          free_bytes=None, algorithm=None, image_id="?"):
-    """Copy ``src`` into the new file ``dest`` (created 0644, must not exist) and fsync it.
+          free_bytes=None, algorithm=None, image_id="?", fsync=True):
+    """Copy ``src`` into the new file ``dest`` (created 0644, must not exist) and fsync it
+    (``fsync=False`` for a temporary file that is converted, then dropped).
 
     ``timeout`` bounds each connect/read, ``deadline`` the whole transfer; more than ``max_bytes``
     is refused, more than ``free_bytes`` fails (retryable: another host may have room).
@@ -130,7 +131,8 @@ def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, cred
             limits = dict(deadline=deadline, max_bytes=max_bytes, free_bytes=free_bytes, algorithm=algorithm)
             size, digest = _copy(source, fd, shown, image_id, **limits)
             os.ftruncate(fd, size)
-            os.fsync(fd)
+            if fsync:
+                os.fsync(fd)
         finally:
             os.close(fd)
     if expected is not None and size != expected:

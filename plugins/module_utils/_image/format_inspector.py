@@ -1,4 +1,4 @@
-# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """A pure-Python disk image format inspector: every image is hostile until these checks pass.
