@@ -1,4 +1,4 @@
-# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """Security groups and anti-spoofing as nftables rules: one ``nft`` runner and the generator.
@@ -69,10 +69,6 @@ def _element(net):
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
-def _short(port):
-    return port.id[:11]
-
-
 def _rule_match(rule, group_sets):
     """The nft match for one security-group rule (without verdict)."""
     fam = FAMILY_OF[rule.ethertype]
@@ -120,103 +116,109 @@ def _group_sets(request, ports):
     return used, sets
 
 
+def _named(lines, kind, name, key, elements, interval=False):
+    """A named set or map; a named one may be empty (an anonymous one may not)."""
+    lines += ["  %s %s {" % (kind, name), "    type %s;%s" % (key, " flags interval;" if interval else "")]
+    if elements:
+        lines.append("    elements = %s" % _set(elements))
+    lines.append("  }")
+
+
 def _bridge_table(request, ports):
+    """Layer 2, stateless. Per-port data lives in sets keyed by the tap name, so the rules
+    are the same few lines for 1 or 1,000 ports and a port costs set elements only."""
     lines = ["table bridge %s {" % table_name(request.instance_uuid)]
-    for port in ports:
-        s = _short(port)
-        for version, addr_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-            lines.append("  set spoof%d-%s {" % (version, s))
-            lines.append("    type ether_addr . %s; flags interval;" % addr_type)
-            allowed = [(mac, ipaddress.ip_network(link_local_ipv6(mac))) for mac in port.macs()] if version == 6 else []
-            elements = [
-                "%s . %s" % (mac, _element(net)) for mac, v, net in _collapse(port.addresses() + allowed) if v == version
-            ]
-            if elements:
-                lines.append("    elements = %s" % _set(elements))
-            lines.append("  }")
-    taps = ", ".join('"%s" : jump port-%s' % (p.tap, _short(p)) for p in ports)
-    guards = ", ".join('"%s" : jump guard-%s' % (p.tap, _short(p)) for p in ports)
+    addr4, addr6, arp4 = [], [], []
+    for p in ports:
+        link_local = [(mac, ipaddress.ip_network(link_local_ipv6(mac))) for mac in p.macs()]
+        for mac, version, net in _collapse(p.addresses() + link_local):
+            (addr4 if version == 4 else addr6).append('"%s" . %s . %s' % (p.tap, mac, _element(net)))
+        arp4 += ['"%s" . %s' % (p.tap, _element(n)) for n in _networks(p, 4)]
+    _named(lines, "set", "ports", "ifname", ['"%s"' % p.tap for p in ports])
+    _named(lines, "set", "port_macs", "ifname . ether_addr", ['"%s" . %s' % (p.tap, m) for p in ports for m in p.macs()])
+    _named(lines, "set", "macs", "ether_addr", sorted({m for p in ports for m in p.macs()}))
+    _named(lines, "set", "addr4", "ifname . ether_addr . ipv4_addr", addr4, interval=True)
+    _named(lines, "set", "addr6", "ifname . ether_addr . ipv6_addr", addr6, interval=True)
+    _named(lines, "set", "arp4", "ifname . ipv4_addr", arp4, interval=True)
     lines += [
         "  chain prerouting {",
         "    type filter hook prerouting priority -200; policy accept;",
-        "    iifname vmap { %s }" % taps,
+        "    iifname @ports jump port",
+        # Nobody but a port may send from its MACs (closes the uplink and the other ports).
+        "    ether saddr @macs iifname . ether saddr != @port_macs drop",
+        "  }",
+        "  chain postrouting {",
+        "    type filter hook postrouting priority 0; policy accept;",
+        "    oifname @ports jump guard",
+        "  }",
+        "  chain port {",
+        "    iifname . ether saddr != @port_macs drop",
+        "    ether type arp iifname . arp saddr ether != @port_macs drop",
+        "    ether type arp arp operation request arp saddr ip 0.0.0.0 accept",
+        "    ether type arp iifname . arp saddr ip @arp4 accept",
+        "    ether type arp drop",
+        "    ether type ip udp sport 67 drop",
+        "    ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
+        "    ether type ip iifname . ether saddr . ip saddr != @addr4 drop",
+        "    ether type ip accept",
+        "    ether type ip6 icmpv6 type nd-router-advert drop",
+        "    ether type ip6 udp sport 547 drop",
+        "    ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept",
+        "    ether type ip6 iifname . ether saddr . ip6 saddr != @addr6 drop",
+        "    ether type ip6 accept",
+        "    drop",
+        "  }",
+        "  chain guard {",
+        "    ether type ip ip daddr { 255.255.255.255, 224.0.0.0/4 } udp sport 67 udp dport 68 accept",
+        "    ether type ip ip daddr { 255.255.255.255, 224.0.0.0/4 } drop",
+        "    ether type ip ether daddr ff:ff:ff:ff:ff:ff drop",
+        "    ether type ip6 ip6 daddr ff00::/8 meta l4proto ipv6-icmp accept",
+        "    ether type ip6 ip6 daddr ff00::/8 udp dport 546 accept",
+        "    ether type ip6 ip6 daddr ff00::/8 drop",
+        "  }",
+        "}",
     ]
-    for port in ports:
-        # Nobody but this port may send from its MACs (closes the uplink and other ports).
-        lines.append('    ether saddr %s iifname != "%s" drop' % (_set(port.macs()), port.tap))
-    lines += ["  }", "  chain postrouting {", "    type filter hook postrouting priority 0; policy accept;"]
-    lines += ["    oifname vmap { %s }" % guards, "  }"]
-    for port in ports:
-        s, macs = _short(port), _set(port.macs())
-        ipv4 = [_element(n) for n in _networks(port, 4)]
-        lines += [
-            "  chain port-%s {" % s,
-            "    ether saddr != %s drop" % macs,
-            "    ether type arp arp saddr ether != %s drop" % macs,
-            "    ether type arp arp operation request arp saddr ip 0.0.0.0 accept",
-        ]
-        if ipv4:
-            lines.append("    ether type arp arp saddr ip %s accept" % _set(ipv4))
-        lines += [
-            "    ether type arp drop",
-            "    ether type ip udp sport 67 drop",
-            "    ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept",
-            "    ether type ip ether saddr . ip saddr != @spoof4-%s drop" % s,
-            "    ether type ip accept",
-            "    ether type ip6 icmpv6 type nd-router-advert drop",
-            "    ether type ip6 udp sport 547 drop",
-            "    ether type ip6 ip6 saddr :: icmpv6 type { nd-neighbor-solicit, mld2-listener-report } accept",
-            "    ether type ip6 ether saddr . ip6 saddr != @spoof6-%s drop" % s,
-            "    ether type ip6 accept",
-            "    drop",
-            "  }",
-            "  chain guard-%s {" % s,
-            "    ether type ip ip daddr { 255.255.255.255, 224.0.0.0/4 } udp sport 67 udp dport 68 accept",
-            "    ether type ip ip daddr { 255.255.255.255, 224.0.0.0/4 } drop",
-            "    ether type ip ether daddr ff:ff:ff:ff:ff:ff drop",
-            "    ether type ip6 ip6 daddr ff00::/8 meta l4proto ipv6-icmp accept",
-            "    ether type ip6 ip6 daddr ff00::/8 udp dport 546 accept",
-            "    ether type ip6 ip6 daddr ff00::/8 drop",
-            "  }",
-        ]
-    lines.append("}")
     return lines
 
 
 def _inet_table(request, ports):
+    """Stateful security groups. Ports with the same groups share one chain per direction
+    (``egress-<n>``/``ingress-<n>``); maps from a port's MAC (or address) pick the chain."""
     used, sets = _group_sets(request, ports)
     lines = ["table inet %s {" % table_name(request.instance_uuid)]
     for set_name, addr_type, elements in sets.values():
-        lines += ["  set %s {" % set_name, "    type %s; flags interval;" % addr_type]
-        if elements:
-            lines.append("    elements = %s" % _set(elements))
-        lines.append("  }")
-    egress = ", ".join("%s : jump egress-%s" % (mac, _short(p)) for p in ports for mac in p.macs())
-    ingress = ", ".join("%s : jump ingress-%s" % (mac, _short(p)) for p in ports for mac in p.macs())
+        _named(lines, "set", set_name, addr_type, elements, interval=True)
+    combos = {}
+    for p in ports:
+        combos.setdefault(tuple(p.security_groups), len(combos))
+    chain = {p.id: combos[tuple(p.security_groups)] for p in ports}
+    for direction in ("egress", "ingress"):
+        targets = ["%s : jump %s-%d" % (m, direction, chain[p.id]) for p in ports for m in p.macs()]
+        _named(lines, "map", direction, "ether_addr : verdict", targets)
+    for version, addr_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
+        # Host to guest: no link-layer header yet, so the guest is found by its addresses.
+        targets = ["%s : jump ingress-%d" % (_element(n), chain[p.id]) for p in ports for n in _networks(p, version)]
+        _named(lines, "map", "ingress%d" % version, "%s : verdict" % addr_type, targets, interval=True)
     lines += [
         "  chain forward {",
         "    type filter hook forward priority 0; policy accept;",
-        "    ether saddr vmap { %s }" % egress,
-        "    ether daddr vmap { %s }" % ingress,
+        "    ether saddr vmap @egress",
+        "    ether daddr vmap @ingress",
         "  }",
         "  chain input {",
         "    type filter hook input priority 0; policy accept;",
-        "    ether saddr vmap { %s }" % egress,
+        "    ether saddr vmap @egress",
         "  }",
         "  chain output {",
         "    type filter hook output priority 0; policy accept;",
+        "    ip daddr vmap @ingress4",
+        "    ip6 daddr vmap @ingress6",
+        "  }",
     ]
-    for version, fam in ((4, "ip"), (6, "ip6")):
-        # Host to guest: no link-layer header yet, so the guest is found by its addresses.
-        targets = ["%s : jump ingress-%s" % (_element(n), _short(p)) for p in ports for n in _networks(p, version)]
-        if targets:
-            lines.append("    %s daddr vmap { %s }" % (fam, ", ".join(targets)))
-    lines.append("  }")
-    for port in ports:
-        s = _short(port)
-        rules = [r for g in port.security_groups for r in request.security_groups[g].rules]
+    for groups, index in combos.items():
+        rules = [r for g in groups for r in request.security_groups[g].rules]
         lines += [
-            "  chain egress-%s {" % s,
+            "  chain egress-%d {" % index,
             "    meta l4proto ipv6-icmp icmpv6 type %s return" % ND_TYPES,
             "    meta nfproto ipv4 udp sport 68 udp dport 67 return",
             "    meta nfproto ipv6 udp sport 546 udp dport 547 return",
@@ -228,7 +230,7 @@ def _inet_table(request, ports):
         lines += [
             "    drop",
             "  }",
-            "  chain ingress-%s {" % s,
+            "  chain ingress-%d {" % index,
             "    meta l4proto ipv6-icmp icmpv6 type %s accept" % ND_TYPES,
             "    ct state established,related accept",
             "    ct state invalid drop",
