@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Benchmark: image_cache fetch + verify + convert vs curl + qemu-img convert, in the same run.
 
 Serves a sparse-ish qcow2 and a raw image (1 GiB each by default) from a loopback HTTP server and

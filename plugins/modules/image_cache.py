@@ -124,7 +124,9 @@ virtual_size:
   type: int
   sample: 1073741824
 detected_format:
-  description: The format the inspector found (for a cached base, V(raw) or V(iso)).
+  description:
+    - The format the inspector found in the download.
+    - For a base found in the cache, what its raw content looks like (V(raw), V(iso) or V(luks)).
   returned: always
   type: str
   sample: qcow2
@@ -162,11 +164,11 @@ def main():
     try:
         request = ImageRequest(params.pop("image_id"), params.pop("src"), params.pop("disk_format"), **params)
         result = ensure_cached(request, check_mode=module.check_mode)
+        module.exit_json(**result)
     except NimbusError as err:
         module.fail_json(**err.result())
     except OSError as err:
         module.fail_json(msg="image_cache: %s" % err, failed_step="image_cache", reschedule=False)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

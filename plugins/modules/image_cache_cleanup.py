@@ -110,11 +110,11 @@ def main():
             lock_timeout=params["lock_timeout"],
             check_mode=module.check_mode,
         )
+        module.exit_json(**result)
     except NimbusError as err:
         module.fail_json(**err.result())
     except OSError as err:
         module.fail_json(msg="%s: %s" % (STEP_CLEANUP, err), failed_step=STEP_CLEANUP, reschedule=False)
-    module.exit_json(**result)
 
 
 if __name__ == "__main__":

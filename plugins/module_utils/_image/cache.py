@@ -105,7 +105,12 @@ def _make_dirs(instances_path):
     paths.require_inside(base_dir, instances_path, step=STEP)
 
 
-def verify_base(path, disk_format, max_virtual_size=None):
+# What a raw base may look like to the inspector: guest content can legitimately be an ISO or a
+# whole-disk LUKS volume; a header that points at other files (qcow2, vmdk ...) means tampering.
+GUEST_CONTENT_FORMATS = ("raw", "iso", "luks")
+
+
+def verify_base(path, image_id, max_virtual_size=None):
     """Re-check a cached base file: a regular file (not a link), non-empty, raw, within the size
     limit. Returns (virtual size, detected format); raises ImageError if it is unsound."""
     info = os.lstat(path)
@@ -114,17 +119,16 @@ def verify_base(path, disk_format, max_virtual_size=None):
     if info.st_size == 0:
         raise ImageError("cached base image %s is empty; remove it" % path)
     found = inspector.inspect_file(path)
-    allowed = ("raw", "iso") if disk_format == "iso" else ("raw",)
-    if found.format not in allowed:
+    if found.format not in GUEST_CONTENT_FORMATS:
         raise ImageError("cached base image %s is no longer raw (detected %s); remove it" % (path, found.format))
     if max_virtual_size is not None and info.st_size > max_virtual_size:
-        raise ImageRefused(os.path.basename(path), "virtual-size",
+        raise ImageRefused(image_id, "virtual-size",
                            "cached base is %d bytes, more than the limit of %d bytes" % (info.st_size, max_virtual_size))
     return info.st_size, found.format
 
 
 def _reuse(request, check_mode):
-    size, detected = verify_base(request.base_path, request.disk_format, request.max_virtual_size)
+    size, detected = verify_base(request.base_path, request.image_id, request.max_virtual_size)
     if not check_mode:
         os.utime(request.base_path)  # Nova's rule: a used base image is young, cleanup keeps it
     return _result(request, size, detected, changed=False, msg="base image %s is cached" % request.base_path)
