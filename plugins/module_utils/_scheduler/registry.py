@@ -97,9 +97,12 @@ def multiplier_for(cls, multipliers):
     for key in (cls.name, cls.multiplier_option):
         if key in multipliers:
             try:
-                return float(multipliers[key])
+                value = float(multipliers[key])
             except (TypeError, ValueError):
                 raise SchedulerInputError("weight multiplier %s must be a number, got %r" % (key, multipliers[key]))
+            if cls.minimum_multiplier is not None and value < cls.minimum_multiplier:
+                raise SchedulerInputError("weight multiplier %s must be >= %s" % (key, cls.minimum_multiplier))
+            return value
     return None
 
 

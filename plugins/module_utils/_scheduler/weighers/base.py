@@ -16,6 +16,7 @@ class BaseHostWeigher:
     multiplier_option = None  # Nova's config option name, also read from aggregate metadata
     default_multiplier = 1.0
     negate_multiplier = False
+    minimum_multiplier = None
     minval = None
     maxval = None
     field = None  # the HostState field that is the raw weight, for the simple weighers

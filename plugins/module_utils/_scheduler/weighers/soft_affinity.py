@@ -18,6 +18,7 @@ class ServerGroupSoftAffinityWeigher(BaseHostWeigher):
     name = "ServerGroupSoftAffinityWeigher"
     multiplier_option = "soft_affinity_weight_multiplier"
     policy = "soft-affinity"
+    minimum_multiplier = 0.0  # as Nova's option
 
     def is_active(self, spec):
         return spec.instance_group is not None and spec.instance_group.policy == self.policy
