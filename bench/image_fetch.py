@@ -84,7 +84,7 @@ def bench_image(server, workdir, name, path, disk_format, repeat):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", maxsplit=1)[0])
     parser.add_argument("--size-mib", type=int, default=1024, help="virtual size of each image (default 1024)")
     parser.add_argument("--data-percent", type=int, default=30, help="share of non-zero data (default 30)")
     parser.add_argument("--repeat", type=int, default=2, help="runs per tool, best counts (default 2)")

@@ -88,6 +88,7 @@ attributes:
     description: Reports whether the image would be fetched; downloads nothing.
   diff_mode:
     support: none
+    description: A base image is a new file, not an edit; there is nothing to show a diff of.
 notes:
   - Base files are mode 0644 in a 0755 C(_base) owned by root; QEMU only ever reads them as a backing file.
 """

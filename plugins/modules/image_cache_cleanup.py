@@ -45,6 +45,7 @@ attributes:
     description: Lists in RV(removed) what would be removed, removes nothing.
   diff_mode:
     support: none
+    description: A base image is a new file, not an edit; there is nothing to show a diff of.
 """
 
 EXAMPLES = r"""

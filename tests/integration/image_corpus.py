@@ -48,7 +48,7 @@ def _vhd_footer_patch(path, **fields):
     offsets = {"current_size": (48, ">Q"), "disk_type": (60, ">I")}
     size = os.path.getsize(path)
     with open(path, "r+b") as handle:
-        for at in {0, size - 512}:
+        for at in sorted({0, size - 512}):
             handle.seek(at)
             footer = bytearray(handle.read(512))
             if footer[:8] != b"conectix":
@@ -88,7 +88,9 @@ def _raw_pattern(path):
 
 def build(directory):
     """Write the corpus into ``directory``; returns (good cases, hostile cases)."""
-    d = lambda name: os.path.join(directory, name)  # noqa: E731
+    def d(name):
+        return os.path.join(directory, name)
+
     raw = _raw_pattern(d("good.raw"))
     good = [Case("raw", d("good.raw"), "raw", raw=raw)]
     for name, fmt, opts in [

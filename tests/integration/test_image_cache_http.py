@@ -124,7 +124,7 @@ def test_concurrent_runs_download_once(server, qcow2, tmp_path):
     url = server.add("/shared.qcow2", "file", (qcow2, 0.5))  # slow enough that all 8 overlap
     env = dict(os.environ, PYTHONPATH=COLLECTIONS)
     workers = [subprocess.Popen([sys.executable, "-c", WORKER, url, str(tmp_path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, env=env) for _ in range(8)]
+                                stderr=subprocess.PIPE, env=env) for _worker in range(8)]
     results = []
     for worker in workers:
         out, err = worker.communicate(timeout=120)

@@ -133,4 +133,3 @@ def _remove_locked(instances_path, path, name, leftover, policy):
             return verdict
     except LockTimeout:
         return "busy"
-
