@@ -29,16 +29,22 @@ from nova import objects
 
 objects.register_all()
 
-from nova.scheduler import filters as nova_filters  # noqa: E402
-from nova.scheduler import weights as nova_weights  # noqa: E402
-from nova.scheduler.filters import affinity_filter, aggregate_instance_extra_specs  # noqa: E402
-from nova.scheduler.filters import aggregate_multitenancy_isolation, compute_capabilities_filter  # noqa: E402
-from nova.scheduler.filters import compute_filter, image_props_filter, io_ops_filter, num_instances_filter  # noqa: E402
-from nova.scheduler.filters import utils as filter_utils  # noqa: E402
-from nova.scheduler.host_manager import HostState  # noqa: E402
-from nova.scheduler.manager import SchedulerManager  # noqa: E402
-from nova.scheduler.weights import affinity, compute, cpu, disk, hypervisor_version, io_ops, metrics  # noqa: E402
-from nova.scheduler.weights import num_instances, pci, ram  # noqa: E402
+from nova.scheduler import filters as nova_filters
+from nova.scheduler import weights as nova_weights
+from nova.scheduler.filters import (
+    affinity_filter,
+    aggregate_instance_extra_specs,
+    aggregate_multitenancy_isolation,
+    compute_capabilities_filter,
+    compute_filter,
+    image_props_filter,
+    io_ops_filter,
+    num_instances_filter,
+)
+from nova.scheduler.filters import utils as filter_utils
+from nova.scheduler.host_manager import HostState
+from nova.scheduler.manager import SchedulerManager
+from nova.scheduler.weights import affinity, compute, cpu, disk, hypervisor_version, io_ops, metrics, num_instances, pci, ram
 
 CONF = nova_conf.CONF
 CONF([], project="nova", default_config_files=[])
@@ -140,8 +146,8 @@ def _time(value, now):
     if value is None:
         return now
     if isinstance(value, (int, float)):
-        return datetime.datetime.fromtimestamp(value, datetime.timezone.utc).replace(tzinfo=None)
-    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(datetime.timezone.utc).replace(tzinfo=None)
+        return datetime.datetime.fromtimestamp(value, datetime.UTC).replace(tzinfo=None)
+    return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(datetime.UTC).replace(tzinfo=None)
 
 
 def host_state(data, now):
@@ -186,10 +192,12 @@ def request_spec(req):
     instance_group = None
     if group:
         members = list(dict.fromkeys(list(group.get("members", [])) + req["instance_uuids"]))
-        instance_group = objects.InstanceGroup(uuid=group.get("uuid") or "00000000-0000-4000-8000-0000000000aa",
-                                               policy=group["policy"], policies=[group["policy"]], members=members, hosts=list(group.get("hosts", [])),
-                                               rules=dict(group.get("rules") or {}))
-    hints = {k: v if isinstance(v, list) else [v] for k, v in (req.get("hints") or {}).items() if k in ("same_host", "different_host")}
+        instance_group = objects.InstanceGroup(
+            uuid=group.get("uuid") or "00000000-0000-4000-8000-0000000000aa", policy=group["policy"],
+            policies=[group["policy"]], members=members, hosts=list(group.get("hosts", [])),
+            rules=dict(group.get("rules") or {}))
+    hints = {k: v if isinstance(v, list) else [v]
+             for k, v in (req.get("hints") or {}).items() if k in ("same_host", "different_host")}
     image = req.get("image") or {}
     return objects.RequestSpec(
         flavor=objects.Flavor(name=flavor.get("name", "f"), vcpus=flavor["vcpus"], memory_mb=flavor["memory_mb"],
@@ -229,7 +237,7 @@ def configure(job):
 
 def schedule(job):
     configure(job)
-    now = datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None)
+    now = datetime.datetime.now(datetime.UTC).replace(tzinfo=None)
     hosts = [host_state(h, now) for h in job["hosts"]]
     spec = request_spec(job["request"])
     if spec.instance_group is not None and not job["request"]["hints"]["group"].get("hosts"):
@@ -263,7 +271,8 @@ def schedule(job):
         alts = [h.host for h in hosts if h not in chosen][:num_alts]
         alternates = [alts for _ in chosen]
     seconds = time.perf_counter() - start
-    return {"hosts": [h.host for h in chosen], "alternates": alternates, "error": error, "seconds": seconds}
+    hosts = [h.host for h in chosen] if error is None else None  # Nova fails the whole request
+    return {"hosts": hosts, "alternates": alternates, "error": error, "seconds": seconds}
 
 
 def main():
