@@ -11,6 +11,7 @@ Authorization header that is not forwarded on redirects, and never into a messag
 from __future__ import annotations
 
 import base64
+import errno
 import hashlib
 import http.client
 import os
@@ -133,6 +134,9 @@ def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, cred
             os.ftruncate(fd, size)
             if fsync:
                 os.fsync(fd)
+        except OSError as exc:  # our side: disk full or I/O error while writing
+            raise ImageError("fetch of %s failed writing %s: %s" % (shown, dest, exc.strerror or exc),
+                             retryable=exc.errno == errno.ENOSPC)
         finally:
             os.close(fd)
     if expected is not None and size != expected:
