@@ -12,6 +12,11 @@ fi
 # libvirt re-probes QEMU on every start when /dev/kvm is root-only (48 s vs 0.44 s, LAB.md).
 if [ -e /dev/kvm ]; then chmod 0666 /dev/kvm || true; fi
 
+# Security groups filter bridged traffic through br_netfilter (docs/network.md).
+for key in net.bridge.bridge-nf-call-iptables net.bridge.bridge-nf-call-ip6tables; do
+  [ -e "/proc/sys/${key//.//}" ] && sysctl -qw "$key=1" || true
+done
+
 if ! answering; then
   if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
     systemctl start virtlogd.socket libvirtd.socket libvirtd.service
