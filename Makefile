@@ -64,14 +64,15 @@ unit: setup
 integration: setup
 	pytest -m integration tests
 
+# Integration tests fail (not skip) under make test when the lab cannot start.
 test: setup lint sanity
-	pytest tests
+	NIMBUS_REQUIRE_LAB=1 pytest tests
 
 test-full: setup lint sanity
-	NIMBUS_FULL=1 pytest tests
+	NIMBUS_REQUIRE_LAB=1 NIMBUS_FULL=1 pytest tests
 
 bench: setup
 	@for b in bench/*.py; do echo "== $$b"; $(PY) $$b || exit 1; done
 
 clean:
-	rm -rf $(COLLECTIONS) tests/output .pytest_cache .ruff_cache
+	rm -rf $(COLLECTIONS) tests/output .pytest_cache .ruff_cache /tmp/nimbus-sanity
