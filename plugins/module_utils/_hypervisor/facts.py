@@ -1,0 +1,175 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""Gather a hypervisor's host state (Nova's HostState field names) from libvirt and the instances filesystem.
+
+Accounting follows Nova's resource tracker: RAM and vCPUs in use are what the host's domains are given
+(plus what is reserved for the host), not what the guests touch right now; disk is the filesystem that
+holds ``instances_path``. Live figures (free memory, load) go to ``metrics`` for the MetricsWeigher.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import xml.etree.ElementTree as ET
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.paths import validate_uuid
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.host_state import HostState
+
+STEP = "hypervisor_info"
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+class HypervisorError(NimbusError):
+    step = STEP
+    retryable = True
+
+
+def _open(uri):
+    try:
+        import libvirt
+    except ImportError:
+        raise HypervisorError("the Python libvirt bindings (libvirt-python) are not installed on this host")
+    try:
+        return libvirt.openReadOnly(uri)
+    except libvirt.libvirtError as err:
+        raise HypervisorError("cannot connect to libvirt at %s: %s" % (uri, err))
+
+
+def parse_capabilities(xml):
+    """cpu_info, supported_instances ([arch, hv_type, vm_mode]) and numa_topology from getCapabilities()."""
+    root = ET.fromstring(xml)
+    cpu = root.find("host/cpu")
+    cpu_info = {"arch": cpu.findtext("arch") if cpu is not None else None}
+    if cpu is not None:
+        for key in ("model", "vendor"):
+            if cpu.findtext(key):
+                cpu_info[key] = cpu.findtext(key)
+        topo = cpu.find("topology")
+        if topo is not None:
+            cpu_info["topology"] = {k: int(topo.get(k)) for k in ("sockets", "cores", "threads") if topo.get(k)}
+        cpu_info["features"] = sorted({f.get("name") or f.tag for f in cpu.findall("feature")} |
+                                      {f.tag for f in cpu.findall("features/*")})
+    supported = []
+    for guest in root.findall("guest"):
+        vm_mode = guest.findtext("os_type")
+        arch = guest.find("arch")
+        if arch is None:
+            continue
+        for domain in arch.findall("domain"):
+            entry = [arch.get("name"), domain.get("type"), vm_mode]
+            if entry not in supported:
+                supported.append(entry)
+    cells = []
+    for cell in root.findall("host/topology/cells/cell"):
+        memory = cell.find("memory")
+        kib = int(memory.text) if memory is not None else 0
+        cells.append({"id": int(cell.get("id")), "cpus": [int(c.get("id")) for c in cell.findall("cpus/cpu")],
+                      "memory_mb": kib // 1024, "cpu_usage": 0, "memory_usage": 0})
+    return cpu_info, supported, ({"cells": cells} if cells else None)
+
+
+def cpu_traits(cpu_info):
+    """os-traits style names for x86 CPU flags (HW_CPU_X86_AVX2 ...), as Nova's libvirt driver reports them."""
+    if cpu_info.get("arch") not in ("x86_64", "i686"):
+        return []
+    return ["HW_CPU_X86_" + f.upper().replace(".", "_").replace("-", "_") for f in cpu_info.get("features", [])]
+
+
+def domain_usage(conn):
+    """UUIDs, RAM (MiB, the domains' maximum) and vCPUs given to every domain defined on the host."""
+    uuids, ram_mb, vcpus = [], 0, 0
+    for dom in conn.listAllDomains(0):
+        _state, max_kib, _cur, nr_vcpus, _cpu_time = dom.info()
+        uuids.append(dom.UUIDString().lower())
+        ram_mb += max_kib // 1024
+        vcpus += nr_vcpus
+    return uuids, ram_mb, vcpus
+
+
+def builds_in_progress(instances_path, domain_uuids):
+    """Instance directories without a domain yet: builds under way (Nova's num_io_ops counts them)."""
+    try:
+        names = os.listdir(instances_path)
+    except FileNotFoundError:
+        return 0
+    count = 0
+    for name in names:
+        try:
+            uuid = validate_uuid(name)
+        except ValidationError:
+            continue
+        if uuid not in domain_uuids and os.path.exists(os.path.join(instances_path, name, "instance.json")):
+            count += 1
+    return count
+
+
+def disk_space(instances_path):
+    """(total bytes, available bytes) of the filesystem that holds instances_path (or would, once created)."""
+    path = os.path.abspath(instances_path)
+    while not os.path.exists(path):
+        path = os.path.dirname(path)
+    st = os.statvfs(path)
+    return st.f_blocks * st.f_frsize, st.f_bavail * st.f_frsize
+
+
+def gather(libvirt_uri, instances_path, reserved_host_memory_mb=512, reserved_host_disk_mb=0, reserved_host_cpus=0,
+           ram_allocation_ratio=1.0, disk_allocation_ratio=1.0, cpu_allocation_ratio=4.0, availability_zone="nova",
+           aggregates=None, traits=None, disabled=False, now=None):
+    """The nimbus_hypervisor fact for this host."""
+    for name, value in (("reserved_host_memory_mb", reserved_host_memory_mb), ("reserved_host_disk_mb", reserved_host_disk_mb),
+                        ("reserved_host_cpus", reserved_host_cpus), ("ram_allocation_ratio", ram_allocation_ratio),
+                        ("disk_allocation_ratio", disk_allocation_ratio), ("cpu_allocation_ratio", cpu_allocation_ratio)):
+        if value < 0:
+            raise ValidationError("%s must not be negative" % name, step=STEP)
+    conn = _open(libvirt_uri)
+    try:
+        _model, memory_mb, cpus, _mhz, _nodes, _sockets, _cores, _threads = conn.getInfo()
+        cpu_info, supported, numa = parse_capabilities(conn.getCapabilities())
+        uuids, domains_ram_mb, domains_vcpus = domain_usage(conn)
+        free_memory_mb = conn.getFreeMemory() // MIB
+        facts = {
+            "hostname": conn.getHostname(),
+            "hypervisor_type": conn.getType(),
+            "hypervisor_version": conn.getVersion(),
+        }
+    except Exception as err:  # libvirt.libvirtError, without importing libvirt at module load
+        if isinstance(err, NimbusError):
+            raise
+        raise HypervisorError("libvirt at %s: %s" % (libvirt_uri, err))
+    finally:
+        conn.close()
+    disk_total, disk_free = disk_space(instances_path)
+    total_disk_gb = disk_total // GIB
+    now = now or datetime.datetime.now(datetime.UTC)
+    facts.update({
+        "total_usable_ram_mb": memory_mb,
+        "free_ram_mb": memory_mb - reserved_host_memory_mb - domains_ram_mb,
+        "total_usable_disk_gb": total_disk_gb,
+        "free_disk_mb": min(disk_free // MIB, total_disk_gb * 1024) - reserved_host_disk_mb,
+        "vcpus_total": cpus,
+        "vcpus_used": reserved_host_cpus + domains_vcpus,
+        "ram_allocation_ratio": float(ram_allocation_ratio),
+        "disk_allocation_ratio": float(disk_allocation_ratio),
+        "cpu_allocation_ratio": float(cpu_allocation_ratio),
+        "availability_zone": availability_zone,
+        "aggregates": list(aggregates or []),
+        "instances": uuids,
+        "num_instances": len(uuids),
+        "num_io_ops": builds_in_progress(instances_path, set(uuids)),
+        "supported_instances": supported,
+        "traits": sorted(set(traits or []) | set(cpu_traits(cpu_info))),
+        "failed_builds": 0,
+        "numa_topology": numa,
+        "metrics": {"memory.free_mb": free_memory_mb, "disk.free_mb": disk_free // MIB},
+        "cpu_info": cpu_info,
+        "service": {"disabled": bool(disabled), "forced_down": False, "last_seen_up": now.isoformat()},
+    })
+    try:
+        HostState.from_dict(facts)  # what the schedule lookup will accept
+    except SchedulerInputError as err:
+        raise ValidationError(err.msg, step=STEP)
+    return facts
