@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 """Security-group rules for 1, 100 and 1,000 ports on one host: time to generate the ruleset and
@@ -42,7 +41,7 @@ SGS = [
 
 def ports(count, offset=0):
     hosts = ipaddress.ip_network(NETWORK["cidr"]).hosts()
-    addresses = [next(hosts) for _ in range(offset + count)][offset:]
+    addresses = [next(hosts) for _unused in range(offset + count)][offset:]
     return [
         {"id": str(uuid.uuid4()), "network": "bench", "fixed_ips": [str(ip)], "security_groups": ["web"]}
         for ip in addresses
@@ -70,9 +69,9 @@ def main():
             body, gen = timed(lambda req=req: nft.ruleset_body(req))
             rules = sum(1 for line in body.splitlines() if line.startswith("    ") and "type " not in line)
             script = nft.replace_script(req.instance_uuid, body)
-            _, load = timed(lambda script=script: firewall.load(script))
-            _, reload = timed(lambda script=script: firewall.load(script))
-            _, check = timed(lambda req=req: firewall.ensure(req))
+            _unused, load = timed(lambda script=script: firewall.load(script))
+            _unused, reload = timed(lambda script=script: firewall.load(script))
+            _unused, check = timed(lambda req=req: firewall.ensure(req))
             rows.append(("1 server x %d ports" % count, count, rules, gen, load, reload, check))
             firewall.remove(req.instance_uuid)
         for count in SIZES[:2]:
@@ -82,7 +81,7 @@ def main():
             gen = load = 0.0
             for req in reqs:
                 body, g = timed(lambda req=req: nft.ruleset_body(req))
-                _, took = timed(lambda req=req, body=body: firewall.load(nft.replace_script(req.instance_uuid, body)))
+                _unused, took = timed(lambda req=req, body=body: firewall.load(nft.replace_script(req.instance_uuid, body)))
                 gen += g
                 load += took
             total = time.perf_counter() - started

@@ -1,5 +1,5 @@
 #!/usr/bin/python
-# -*- coding: utf-8 -*-  # noqa: UP009 (Ansible header)
+# -*- coding: utf-8 -*-
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
 

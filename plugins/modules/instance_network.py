@@ -12,7 +12,7 @@ version_added: 0.1.0
 author: nimbus.compute developers (@nimbus)
 description:
   - The host side of Neutron's Linux-bridge agent with an nftables firewall, for one server.
-  - For each network its ports use, ensures the bridge (C(brq<network id or name>[:11]) unless O(networks[].bridge) is
+  - For each network its ports use, ensures the bridge (C(brq<network id or name>[:11]) unless the network's C(bridge) key is
     given), for V(vlan) networks the subinterface C(<physical_interface>.<vlan_id>) enslaved to it, the MTU, links up.
   - Returns RV(domain_interfaces) for M(nimbus.compute.domain_xml) (its C(interfaces)
     option) - tap C(tap<port id[:11]>), a MAC derived from the port id when none is given (stable across runs),

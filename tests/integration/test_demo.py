@@ -80,7 +80,7 @@ def test_demo_boots_is_idempotent_and_deletes_cleanly(guest_images):
         assert oct(os.stat(inst).st_mode & 0o777) == "0o700"
         assert oct(os.stat(os.path.join(inst, "disk")).st_mode & 0o777) == "0o600"
 
-        _, changed = playbook("demo.yml", "-e", "@" + IMAGES_JSON)
+        _unused, changed = playbook("demo.yml", "-e", "@" + IMAGES_JSON)
         assert changed == 0, "second make demo must report changed=0"
         print("demo first run %.1f s" % first_run)
     finally:

@@ -95,15 +95,15 @@ def play(env, *extra, memory_mb=64, state="running"):
 
 def test_second_run_is_unchanged_and_check_mode_changes_nothing(env):
     libvirt_xml = os.path.join(env["instances_path"], env["uuid"], "libvirt.xml")
-    rc, changed, results, _ = play(env, "--check")
+    rc, changed, results, _unused = play(env, "--check")
     assert rc == 0 and changed == 2 and results["domain"]["actions"] == ["define", "start"]
     assert virsh("domstate", "instance-" + env["uuid"]).returncode != 0, "check mode defined nothing"
     assert not os.path.exists(libvirt_xml)
 
-    rc, changed, results, _ = play(env)
+    rc, changed, results, _unused = play(env)
     assert rc == 0 and changed == 2 and results["domain"]["actions"] == ["define", "start"]
     assert virsh("domstate", "instance-" + env["uuid"]).stdout.strip() == "running"
-    rc, changed, _, _ = play(env)
+    rc, changed, _unused1, _unused2 = play(env)
     assert rc == 0 and changed == 0
 
     rc, changed, results, stdout = play(env, "--diff", memory_mb=96)
@@ -111,13 +111,13 @@ def test_second_run_is_unchanged_and_check_mode_changes_nothing(env):
     assert "98304" in results["domain"]["diff"]["after"] and "65536" in results["domain"]["diff"]["before"]
     assert "next boot" in stdout, "the pending restart is reported as a warning"
 
-    rc, changed, results, _ = play(env, state="absent")
+    rc, changed, results, _unused = play(env, state="absent")
     assert rc == 0 and results["domain"]["actions"] == ["destroy", "undefine"]
     assert virsh("domstate", "instance-" + env["uuid"]).returncode != 0
 
 
 def test_bad_input_fails_before_any_change_without_traceback(env):
-    rc, _, results, stdout = play(env, memory_mb=0)
+    rc, _unused, results, stdout = play(env, memory_mb=0)
     result = results["domain XML"]
     assert rc != 0 and result["failed"] and result["failed_step"] == "domain_xml"
     assert "memory_mb must be >= 16" in result["msg"] and "Traceback" not in stdout

@@ -37,10 +37,10 @@ def test_n_plus_one_parallel_claims_for_n_slots(tmp_path):
     # memory is the binding resource: 4 x 256 MiB fit in 1536 - 512 reserved; a 5th does not.
     common = {"instances_path": str(tmp_path / "instances"), "flavor": FLAVOR, "total_memory_mb": 1536,
               "total_disk_gb": 1000, "total_vcpus": 64}
-    procs = [module_process(tmp_path, dict(common, instance_uuid=str(uuidlib.uuid4()))) for _ in range(slots + 1)]
+    procs = [module_process(tmp_path, dict(common, instance_uuid=str(uuidlib.uuid4()))) for _unused in range(slots + 1)]
     results = []
     for proc in procs:
-        out, _ = proc.communicate(timeout=120)
+        out, _unused = proc.communicate(timeout=120)
         results.append(json.loads(out))
     ok = [r for r in results if not r.get("failed")]
     refused = [r for r in results if r.get("failed")]
@@ -152,14 +152,14 @@ def test_playbook_check_mode_idempotence_and_delete(tmp_path):
     stdout, changed = playbook(tmp_path, PLAYBOOK, extra, "--check", "--diff")
     assert changed == 2 and "+disk.config" in stdout
     assert tree(instances) == before, "check mode changes nothing"
-    _, changed = playbook(tmp_path, PLAYBOOK, extra)
+    _unused, changed = playbook(tmp_path, PLAYBOOK, extra)
     assert changed == 2
     result = json.loads(out.read_text())
     assert [d["name"] for d in result["disks"]["domain_disks"]] == ["disk", "disk.local", "disk.swap", "disk.config"]
     assert result["claim"]["claim"]["disk_mb"] == 2 * 1024 + 16
-    _, changed = playbook(tmp_path, PLAYBOOK, extra)
+    _unused, changed = playbook(tmp_path, PLAYBOOK, extra)
     assert changed == 0, "second run changes nothing"
-    _, changed = playbook(tmp_path, DELETE, extra)
+    _unused, changed = playbook(tmp_path, DELETE, extra)
     assert changed == 2
     after = [p for p in tree(instances) if not p.startswith("locks")]
     assert after == before

@@ -110,9 +110,9 @@ def server(lab, letter, ip, groups, **kwargs):
 
 
 def test_security_group_allows_group_members_and_drops_others(lab):
-    _, _, a = server(lab, "a", "10.77.0.10", ["web"])
-    b_req, _, b = server(lab, "b", "10.77.0.11", ["web"])
-    _, _, c = server(lab, "c", "10.77.0.12", ["other"])
+    _unused1, _unused2, a = server(lab, "a", "10.77.0.10", ["web"])
+    b_req, _unused, b = server(lab, "b", "10.77.0.11", ["web"])
+    _unused1, _unused2, c = server(lab, "c", "10.77.0.12", ["other"])
     assert lab.ping(a, "10.77.0.11"), "A and B share group web, which allows ICMP from web"
     assert lab.ping(b, "10.77.0.10")
     assert not lab.ping(c, "10.77.0.11"), "C is not in group web"
@@ -128,7 +128,7 @@ def test_security_group_allows_group_members_and_drops_others(lab):
 
 
 def test_spoofed_ip_or_mac_gets_nothing_through(lab):
-    _, _, a = server(lab, "a", "10.77.0.20", ["web"], pairs=[{"ip_address": "10.77.0.50/32"}])
+    _unused1, _unused2, a = server(lab, "a", "10.77.0.20", ["web"], pairs=[{"ip_address": "10.77.0.50/32"}])
     server(lab, "b", "10.77.0.21", ["web"])
     assert lab.ping(a, "10.77.0.21")
 

@@ -1,4 +1,3 @@
-#!/usr/bin/env python3
 """Builds the embedded default guest image from Debian packages (LAB.md), cached in .cache/guest/.
 
 Three Glance-style images, like Nova's AMI/AKI/ARI triple for direct kernel boot:

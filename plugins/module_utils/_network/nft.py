@@ -62,7 +62,7 @@ def _collapse(pairs):
 
 def _networks(port, version):
     """The port's networks of one IP version, merged across its MACs."""
-    return list(ipaddress.collapse_addresses(n for _, n in port.addresses() if n.version == version))
+    return list(ipaddress.collapse_addresses(n for _unused, n in port.addresses() if n.version == version))
 
 
 def _element(net):
@@ -110,8 +110,8 @@ def _group_sets(request, ports):
         nets = list(request.security_groups[group_name].members)
         for port in request.ports:
             if group_name in port.security_groups:
-                nets.extend(net for _, net in port.addresses())
-        nets = [n for n in ipaddress.collapse_addresses(n for n in nets if n.version == version)] if nets else []
+                nets.extend(net for _unused, net in port.addresses())
+        nets = list(ipaddress.collapse_addresses(n for n in nets if n.version == version)) if nets else []
         sets[(group_name, fam)] = (set_name, "ipv4_addr" if version == 4 else "ipv6_addr", [_element(n) for n in nets])
     return used, sets
 

@@ -64,7 +64,7 @@ class Port:
         return pairs + list(self.allowed_address_pairs)
 
     def macs(self):
-        return sorted({self.mac} | {mac for mac, _ in self.allowed_address_pairs})
+        return sorted({self.mac} | {mac for mac, _unused in self.allowed_address_pairs})
 
 
 @dataclass

@@ -43,7 +43,7 @@ def test_lock_serialises_threads(tmp_path):
             time.sleep(0.05)
             inside.pop()
 
-    threads = [threading.Thread(target=worker) for _ in range(4)]
+    threads = [threading.Thread(target=worker) for _unused in range(4)]
     for t in threads:
         t.start()
     for t in threads:

@@ -48,7 +48,7 @@ def test_root_gb_zero_means_image_size_and_smaller_is_an_error():
 
 
 def test_check_mode_plans_without_touching_anything(host):
-    root, _ = host
+    root, _unused = host
     result = _ensure(host, config_drive_enabled=True, check_mode=True)
     assert result["changed"] is True
     assert result["created"] == ["disk", "disk.local", "disk.swap", "disk.config"]
@@ -79,7 +79,7 @@ def test_only_root_disk_for_plain_flavor(host):
     ],
 )
 def test_bad_input_fails_before_any_change(host, kw, message):
-    root, _ = host
+    root, _unused = host
     if isinstance(kw.get("base_path"), str):
         kw["base_path"] = kw["base_path"].replace("BASE_DIR", str(root / "_base"))
     with pytest.raises(ValidationError, match=message):
@@ -88,14 +88,14 @@ def test_bad_input_fails_before_any_change(host, kw, message):
 
 
 def test_base_symlink_escaping_base_dir_is_refused(host):
-    root, _ = host
+    root, _unused = host
     os.symlink("/etc/hostname", root / "_base" / "link")
     with pytest.raises(ValidationError, match="is not inside"):
         _ensure(host, base_path=str(root / "_base" / "link"))
 
 
 def test_empty_base_is_refused(host):
-    root, _ = host
+    root, _unused = host
     (root / "_base" / "empty").write_bytes(b"")
     with pytest.raises(ValidationError, match="is empty"):
         _ensure(host, base_path=str(root / "_base" / "empty"))
@@ -108,5 +108,5 @@ def test_invalid_uuid(host):
 
 
 def test_remove_without_dir_is_a_no_op(host):
-    root, _ = host
+    root, _unused = host
     assert disks.remove(UUID, str(root))["changed"] is False
