@@ -26,7 +26,8 @@ def compile_rule(expression):
 
 
 def _true(value):
-    return value not in (None, False, "", [], {})
+    # JMESPath truth: 0 is true (unlike Python's), null/false/empty string, list and object are false.
+    return value is not None and value is not False and not (isinstance(value, (str, list, dict)) and not value)
 
 
 class JMESPathFilter(BaseHostFilter):
