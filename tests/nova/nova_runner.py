@@ -20,6 +20,7 @@ RamFilter, DiskFilter, CoreFilter and AvailabilityZoneFilter as they were before
 import datetime
 import json
 import random
+import resource
 import sys
 import time
 import types
@@ -272,7 +273,8 @@ def schedule(job):
         alternates = [alts for _ in chosen]
     seconds = time.perf_counter() - start
     hosts = [h.host for h in chosen] if error is None else None  # Nova fails the whole request
-    return {"hosts": hosts, "alternates": alternates, "error": error, "seconds": seconds}
+    maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {"hosts": hosts, "alternates": alternates, "error": error, "seconds": seconds, "maxrss_kb": maxrss_kb}
 
 
 def main():
