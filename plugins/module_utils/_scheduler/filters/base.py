@@ -33,3 +33,14 @@ class BaseHostFilter:
         """The hosts that pass, in order. Override either this or host_passes."""
         passes = self.host_passes
         return [h for h in hosts if passes(h, spec)]
+
+
+class CountLimitFilter(BaseHostFilter):
+    """A host passes while one of its counters is below a configured limit (Nova's NumInstances/IoOps filters)."""
+
+    field = None
+    limit_option = None
+
+    def filter_all(self, hosts, spec):
+        limit, field = self.config[self.limit_option], self.field
+        return [h for h in hosts if getattr(h, field) < limit]

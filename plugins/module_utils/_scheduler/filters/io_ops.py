@@ -4,13 +4,11 @@
 
 from __future__ import annotations
 
-from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.base import BaseHostFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.base import CountLimitFilter
 
 
-class IoOpsFilter(BaseHostFilter):
+class IoOpsFilter(CountLimitFilter):
     name = "IoOpsFilter"
     label = "I/O operations filter"
-
-    def filter_all(self, hosts, spec):
-        limit = self.config["max_io_ops_per_host"]
-        return [h for h in hosts if h.num_io_ops < limit]
+    field = "num_io_ops"
+    limit_option = "max_io_ops_per_host"

@@ -4,13 +4,11 @@
 
 from __future__ import annotations
 
-from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.base import BaseHostFilter
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.base import CountLimitFilter
 
 
-class NumInstancesFilter(BaseHostFilter):
+class NumInstancesFilter(CountLimitFilter):
     name = "NumInstancesFilter"
     label = "instance count filter"
-
-    def filter_all(self, hosts, spec):
-        limit = self.config["max_instances_per_host"]
-        return [h for h in hosts if h.num_instances < limit]
+    field = "num_instances"
+    limit_option = "max_instances_per_host"
