@@ -17,7 +17,7 @@ import scenarios
 pytestmark = [
     pytest.mark.nova,
     pytest.mark.skipif(not os.path.exists(scenarios.NOVA_PYTHON),
-                       reason="needs .venv-nova with Nova 34: run bash tests/nova/setup_venv.sh (make test does)"),
+                       reason="needs .venv-nova with Nova 34: run bash tests/nova/setup_venv.sh"),
 ]
 
 small = st.sampled_from([0, 1, 2, 1024, 2048, 4096])  # few distinct values: many exact ties
