@@ -362,8 +362,8 @@ class _RankedGroups:
     def __init__(self, request, candidates):
         self.request = request
         self.groups = {}
-        self.values = [{} for _ in request.active]  # per weigher: raw value -> how many hosts
-        self.distinct = [[] for _ in request.active]  # per weigher: sorted distinct raw values
+        self.values = [{} for _w in request.active]  # per weigher: raw value -> how many hosts
+        self.distinct = [[] for _w in request.active]  # per weigher: sorted distinct raw values
         self.terms = None
         self.ranked = []
         self.size = 0

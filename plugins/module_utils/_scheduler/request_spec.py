@@ -132,7 +132,7 @@ class RequestSpec:
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise SchedulerInputError("count must be a whole number >= 1, got %r" % (count,))
         if instance_uuids is None:
-            instance_uuids = [str(uuidlib.uuid4()) for _ in range(count)]
+            instance_uuids = [str(uuidlib.uuid4()) for _n in range(count)]
         if len(instance_uuids) != count:
             raise SchedulerInputError("instance_uuids has %d entries for count %d" % (len(instance_uuids), count))
         for value in instance_uuids:
