@@ -67,6 +67,13 @@ options:
     description: Report the compute service as disabled, so ComputeFilter schedules nothing here.
     type: bool
     default: false
+  pci_device_spec:
+    description:
+      - PCI devices offered for passthrough (Nova's C([pci] device_spec)), each C({vendor_id, product_id}) in hex without
+        C(0x); a missing key matches any. Matching host devices are counted into C(pci_stats) pools for the PCIWeigher.
+    type: list
+    elements: dict
+    default: []
 notes:
   - Set the options per host in the inventory (host or group vars) to give each hypervisor its own ratios, zone and
     aggregates.
@@ -101,7 +108,7 @@ ansible_facts:
           C(vcpus_total), C(vcpus_used), the three allocation ratios, C(availability_zone), C(aggregates),
           C(instances) (domain UUIDs), C(num_instances), C(num_io_ops), C(hypervisor_type), C(hypervisor_version),
           C(supported_instances) (C([arch, hv_type, vm_mode])), C(traits), C(failed_builds), C(numa_topology),
-          C(metrics), C(cpu_info) and C(service) (C(disabled), C(forced_down), C(last_seen_up)).
+          C(metrics), C(pci_stats), C(cpu_info) and C(service) (C(disabled), C(forced_down), C(last_seen_up)).
       returned: success
       type: dict
       sample:
@@ -136,6 +143,7 @@ ARGUMENT_SPEC = spec(
     aggregates=dict(type="list", elements="dict", default=[]),
     traits=dict(type="list", elements="str", default=[]),
     disabled=dict(type="bool", default=False),
+    pci_device_spec=dict(type="list", elements="dict", default=[]),
 )
 
 

@@ -32,7 +32,8 @@ def test_facts_match_libvirt_and_feed_the_scheduler(lab, tmp_path):
     (tmp_path / "inventory.json").write_text(json.dumps(inventory))
     play = [{"hosts": "hypervisors", "gather_facts": False, "tasks": [
         {"nimbus.compute.hypervisor_info": {"libvirt_uri": lab["uri"], "instances_path": str(instances),
-                                            "reserved_host_memory_mb": 256, "availability_zone": "lab"}},
+                                            "reserved_host_memory_mb": 256, "availability_zone": "lab",
+                                            "pci_device_spec": [{"vendor_id": "1af4"}]}},
         {"ansible.builtin.set_fact": {"placements": "{{ query('nimbus.compute.schedule', availability_zone='lab', "
                                                     "flavor={'vcpus': 1, 'memory_mb': 64, 'root_gb': 1}, count=2) }}"}},
         {"ansible.builtin.copy": {"content": "{{ {'fact': nimbus_hypervisor, 'placements': placements} | to_json }}",
@@ -60,3 +61,7 @@ def test_facts_match_libvirt_and_feed_the_scheduler(lab, tmp_path):
     assert fact["free_ram_mb"] <= fact["total_usable_ram_mb"] - 256
     assert fact["availability_zone"] == "lab" and fact["service"]["disabled"] is False
     assert [p["host"] for p in result["placements"]] == ["localhost", "localhost"]
+    virtio = [name for name in virsh("nodedev-list", "--cap", "pci").split()
+              if "<vendor id='0x1af4'" in virsh("nodedev-dumpxml", name)]
+    assert sum(pool["count"] for pool in fact["pci_stats"]) == len(virtio)
+    assert all(pool["vendor_id"] == "1af4" for pool in fact["pci_stats"])

@@ -79,6 +79,35 @@ def cpu_traits(cpu_info):
     return ["HW_CPU_X86_" + f.upper().replace(".", "_").replace("-", "_") for f in cpu_info.get("features", [])]
 
 
+def pci_vendor_product(device_xml):
+    """(vendor_id, product_id) as Nova writes them (4 hex digits, no 0x) from a node device's XML, or None."""
+    cap = ET.fromstring(device_xml).find("capability[@type='pci']")
+    if cap is None or cap.find("vendor") is None or cap.find("product") is None:
+        return None
+    return tuple(cap.find(tag).get("id", "").lower().removeprefix("0x") for tag in ("vendor", "product"))
+
+
+def pci_pools(device_xmls, device_spec):
+    """Nova-style pci_stats pools: how many host PCI devices match each vendor/product of ``device_spec``."""
+    counts = {}
+    for xml in device_xmls:
+        ids = pci_vendor_product(xml)
+        if ids is None:
+            continue
+        for spec in device_spec:
+            wanted = (str(spec.get("vendor_id", ids[0])).lower(), str(spec.get("product_id", ids[1])).lower())
+            if wanted == ids:
+                counts[ids] = counts.get(ids, 0) + 1
+                break
+    return [{"vendor_id": v, "product_id": p, "count": n} for (v, p), n in sorted(counts.items())]
+
+
+def _pci_device_xmls(conn):
+    import libvirt
+
+    return [dev.XMLDesc(0) for dev in conn.listAllDevices(libvirt.VIR_CONNECT_LIST_NODE_DEVICES_CAP_PCI_DEV)]
+
+
 def domain_usage(conn):
     """UUIDs, RAM (MiB, the domains' maximum) and vCPUs given to every domain defined on the host."""
     uuids, ram_mb, vcpus = [], 0, 0
@@ -118,7 +147,7 @@ def disk_space(instances_path):
 
 def gather(libvirt_uri, instances_path, reserved_host_memory_mb=512, reserved_host_disk_mb=0, reserved_host_cpus=0,
            ram_allocation_ratio=1.0, disk_allocation_ratio=1.0, cpu_allocation_ratio=4.0, availability_zone="nova",
-           aggregates=None, traits=None, disabled=False, now=None):
+           aggregates=None, traits=None, disabled=False, pci_device_spec=None, now=None):
     """The nimbus_hypervisor fact for this host."""
     for name, value in (("reserved_host_memory_mb", reserved_host_memory_mb), ("reserved_host_disk_mb", reserved_host_disk_mb),
                         ("reserved_host_cpus", reserved_host_cpus), ("ram_allocation_ratio", ram_allocation_ratio),
@@ -131,6 +160,7 @@ def gather(libvirt_uri, instances_path, reserved_host_memory_mb=512, reserved_ho
         cpu_info, supported, numa = parse_capabilities(conn.getCapabilities())
         uuids, domains_ram_mb, domains_vcpus = domain_usage(conn)
         free_memory_mb = conn.getFreeMemory() // MIB
+        pci_stats = pci_pools(_pci_device_xmls(conn), pci_device_spec) if pci_device_spec else []
         facts = {
             "hostname": conn.getHostname(),
             "hypervisor_type": conn.getType(),
@@ -165,6 +195,7 @@ def gather(libvirt_uri, instances_path, reserved_host_memory_mb=512, reserved_ho
         "failed_builds": 0,
         "numa_topology": numa,
         "metrics": {"memory.free_mb": free_memory_mb, "disk.free_mb": disk_free // MIB},
+        "pci_stats": pci_stats,
         "cpu_info": cpu_info,
         "service": {"disabled": bool(disabled), "forced_down": False, "last_seen_up": now.isoformat()},
     })

@@ -83,3 +83,21 @@ def test_capabilities_parsing_of_a_kvm_host():
     assert cpu_info["topology"] == {"sockets": 1, "cores": 2, "threads": 1} and cpu_info["model"] == "EPYC"
     assert hv.cpu_traits(cpu_info) == ["HW_CPU_X86_AVX2", "HW_CPU_X86_SSE4_2"]
     assert numa is None
+
+
+def pci_xml(vendor, product):
+    return ("<device><name>pci_x</name><capability type='pci'><domain>0</domain><product id='0x%s'/>"
+            "<vendor id='0x%s'/></capability></device>" % (product, vendor))
+
+
+def test_pci_pools_count_devices_matching_the_device_spec():
+    xmls = [pci_xml("10de", "1eb8"), pci_xml("10DE", "1eb8"), pci_xml("8086", "1572"), pci_xml("1af4", "1041"),
+            "<device><capability type='pci'/></device>"]
+    pools = hv.pci_pools(xmls, [{"vendor_id": "10de", "product_id": "1EB8"}, {"vendor_id": "8086"}])
+    assert pools == [{"vendor_id": "10de", "product_id": "1eb8", "count": 2},
+                     {"vendor_id": "8086", "product_id": "1572", "count": 1}]
+    assert hv.pci_pools(xmls, [{"vendor_id": "dead"}]) == []
+
+
+def test_no_device_spec_means_no_pci_pools(tmp_path):
+    assert hv.gather(TEST_URI, str(tmp_path))["pci_stats"] == []
