@@ -1,0 +1,206 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""Create + delete of one server from a cached image through the `server` / `server_delete`
+roles, against the floor measured in the same run:
+
+  floor      = qemu-img create (overlay) + virsh define + virsh start + virsh destroy + virsh undefine + rm
+  ansible    = the same number of module tasks of a no-op module (ansible.builtin.ping) in one play:
+               Ansible's own per-task cost, reported separately
+  nimbus     = ansible-playbook running roles server then server_delete
+
+for a 10 MiB and a 2 GiB raw base image (the time must not grow with image size).
+Target: nimbus <= 1.5 x floor + ansible overhead. Needs root and the lab (make setup).
+
+    .venv/bin/python bench/create_server.py [--runs 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid as uuidlib
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
+WORK = "/var/tmp/nimbus-bench-create"
+INSTANCES = os.path.join(WORK, "instances")
+URI = "qemu:///system"
+FLAVOR = {"name": "bench.tiny", "vcpus": 1, "memory_mb": 64, "root_gb": 3, "ephemeral_gb": 0, "swap": 0, "extra_specs": {}}
+
+PLAY = """
+- hosts: all
+  gather_facts: false
+  tasks:
+    - name: Create
+      ansible.builtin.include_role:
+        name: nimbus.compute.server
+      vars:
+        nimbus_server_uuid: "{{ bench_uuid }}"
+        nimbus_server_flavor: "{{ bench_flavor }}"
+        nimbus_server_image: "{{ bench_image }}"
+        nimbus_server_kernel_image: "{{ nimbus_guest_kernel }}"
+        nimbus_server_ramdisk_image: "{{ nimbus_guest_ramdisk }}"
+        nimbus_server_instances_path: "{{ bench_instances }}"
+        nimbus_server_config_drive: false
+        nimbus_server_reserved_host_memory_mb: 0
+    - name: Delete
+      ansible.builtin.include_role:
+        name: nimbus.compute.server_delete
+      vars:
+        nimbus_server_uuid: "{{ bench_uuid }}"
+        nimbus_server_instances_path: "{{ bench_instances }}"
+        nimbus_server_shutdown_timeout: 1
+"""
+
+
+def env():
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1")
+
+
+def playbook(path, extra_vars):
+    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+            "-e", "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"), "-e", json.dumps(extra_vars), path]
+    started = time.perf_counter()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env(), check=False)
+    elapsed = time.perf_counter() - started
+    if proc.returncode != 0:
+        sys.exit("bench: playbook failed:\n" + proc.stdout[-3000:])
+    return elapsed, proc.stdout
+
+
+def module_task_count(stdout):
+    """Tasks that ran a module on the host (set_fact / include_* / debug run on the controller)."""
+    controller_only = r"(?!Time |Record |Start the step|Decide)"
+    return len(re.findall(r"^TASK \[nimbus\.compute\.(?:server|server_delete) : " + controller_only, stdout, re.M))
+
+
+def make_raw_image(path, size):
+    with open(path, "wb") as handle:
+        handle.write(b"NIMBUS-ROOT-DISK v1".ljust(512, b"\0"))
+        handle.write(os.urandom(1 << 20))  # 1 MiB of real data; the rest stays sparse
+        handle.truncate(size)
+
+
+def floor_run(base, xml_template, tmp):
+    """The bare commands Nova's spawn path boils down to, and the delete."""
+    run_uuid = str(uuidlib.uuid4())
+    inst = os.path.join(tmp, run_uuid)
+    started = time.perf_counter()
+    os.makedirs(inst, mode=0o755)
+    disk = os.path.join(inst, "disk")
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", base, "-F", "raw", disk, str(FLAVOR["root_gb"] << 30)],
+                   check=True)
+    xml_path = os.path.join(inst, "libvirt.xml")
+    with open(xml_path, "w", encoding="utf-8") as handle:
+        handle.write(xml_template.replace("@UUID@", run_uuid).replace("@DISK@", disk).replace("@DIR@", inst))
+    name = "floor-" + run_uuid
+    for args in (["define", xml_path], ["start", name], ["destroy", name], ["undefine", name]):
+        subprocess.run(["virsh", "-q", "-c", URI, *args], check=True, capture_output=True)
+    shutil.rmtree(inst)
+    return time.perf_counter() - started
+
+
+def floor_xml(libvirt_xml):
+    """Our generated XML, renamed for the floor run: same devices, same boot, only names differ."""
+    xml = re.sub(r"<name>[^<]*</name>", "<name>floor-@UUID@</name>", libvirt_xml, count=1)
+    xml = re.sub(r"<uuid>[^<]*</uuid>", "<uuid>@UUID@</uuid>", xml, count=1)
+    xml = re.sub(r"<metadata>.*?</metadata>", "", xml, flags=re.S)
+    xml = re.sub(r"""(<source file=["'])[^"']*/disk(["'])""", r"\1@DISK@\2", xml)
+    return re.sub(r"""(<source path=["'])[^"']*/console.log(["'])""", r"\1@DIR@/console.log\2", xml)
+
+
+def main():
+    parser = argparse.ArgumentParser(description="create+delete benchmark")
+    parser.add_argument("--runs", type=int, default=10)
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: needs root and the lab (make setup)")
+    with open(os.path.join(ROOT, ".cache", "guest", "images.json"), encoding="utf-8") as handle:
+        guest = json.load(handle)
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(INSTANCES)
+    tmp = tempfile.mkdtemp(dir=WORK)
+    os.chmod(tmp, 0o755)
+    play = os.path.join(tmp, "create_delete.yml")
+    with open(play, "w", encoding="utf-8") as handle:
+        handle.write(PLAY)
+
+    rows = []
+    for label, size in (("10 MiB", 10 << 20), ("2 GiB", 2 << 30)):
+        src = os.path.join(tmp, "base-%d.raw" % size)
+        make_raw_image(src, size)
+        image = {"id": "bench-%d" % size, "src": "file://" + src, "disk_format": "raw", "properties": {}}
+        base_vars = {"bench_flavor": FLAVOR, "bench_image": image, "bench_instances": INSTANCES, **guest}
+        # Warm-up: caches the image in _base (not timed) and gives us the XML the floor reuses.
+        playbook(play, {**base_vars, "bench_uuid": str(uuidlib.uuid4())})
+        ours, tasks = [], 0
+        xml_template = None
+        for _run in range(args.runs):
+            run_uuid = str(uuidlib.uuid4())
+            elapsed, out = playbook(play, {**base_vars, "bench_uuid": run_uuid})
+            ours.append(elapsed)
+            tasks = module_task_count(out)
+        # One kept server gives the XML the floor defines.
+        keep = str(uuidlib.uuid4())
+        keep_vars = {**base_vars, "bench_uuid": keep}
+        playbook_create_only(tmp, keep_vars)
+        with open(os.path.join(INSTANCES, keep, "libvirt.xml"), encoding="utf-8") as handle:
+            xml_template = floor_xml(handle.read())
+        playbook_delete_only(tmp, keep_vars)
+        base = os.path.join(INSTANCES, "_base", _sha1(image["id"]))
+        floors = [floor_run(base, xml_template, tmp) for _run in range(args.runs)]
+        rows.append((label, statistics.median(ours), statistics.median(floors), tasks))
+
+    overhead = ansible_overhead(tmp, max(r[3] for r in rows))
+    print()
+    print("| base image | nimbus create+delete (median s) | floor (median s) | ansible no-op, same tasks (s) "
+          "| nimbus / (1.5 x floor + ansible) |")
+    print("|---|---|---|---|---|")
+    for label, ours_s, floor_s, _tasks in rows:
+        print("| %s | %.2f | %.2f | %.2f | %.2f |" % (label, ours_s, floor_s, overhead, ours_s / (1.5 * floor_s + overhead)))
+    growth = rows[1][1] / rows[0][1]
+    print("\nmodule tasks per create+delete: %d; 2 GiB / 10 MiB time ratio: %.2f" % (rows[0][3], growth))
+    ok = all(r[1] <= 1.5 * r[2] + overhead for r in rows)
+    print("create_server target_met=%s size_growth=%.2f" % (str(ok).lower(), growth))
+    shutil.rmtree(WORK, ignore_errors=True)
+
+
+def _sha1(text):
+    import hashlib
+
+    return hashlib.sha1(text.encode()).hexdigest()
+
+
+def _write(tmp, name, text):
+    path = os.path.join(tmp, name)
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    return path
+
+
+def playbook_create_only(tmp, extra):
+    playbook(_write(tmp, "create.yml", PLAY.split("    - name: Delete", maxsplit=1)[0]), extra)
+
+
+def playbook_delete_only(tmp, extra):
+    head, delete = PLAY.split("    - name: Create", maxsplit=1)[0], "    - name: Delete" + PLAY.split("    - name: Delete")[1]
+    playbook(_write(tmp, "delete.yml", head + delete), extra)
+
+
+def ansible_overhead(tmp, tasks):
+    """One play with `tasks` no-op module tasks: Ansible's fixed and per-task cost."""
+    body = "".join("    - name: No-op %d\n      ansible.builtin.ping:\n" % i for i in range(tasks))
+    path = _write(tmp, "noop.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n" + body)
+    return statistics.median(playbook(path, {})[0] for _run in range(3))
+
+
+if __name__ == "__main__":
+    main()
