@@ -53,6 +53,7 @@ options:
   max_virtual_size_gb:
     description:
       - The largest virtual size accepted, in GiB; normally the flavor's root disk. Checked before conversion.
+      - V(0) means no limit, as a flavor with C(root_gb=0) takes the image's own size in Nova.
     type: int
   timeout:
     description:

@@ -46,8 +46,8 @@ class ImageRequest:
         for name, value in (("timeout", timeout), ("download_timeout", download_timeout), ("lock_timeout", lock_timeout)):
             if value is None or value <= 0:
                 raise ValidationError("%s must be a positive number of seconds, got %r" % (name, value), step=STEP)
-        if max_virtual_size_gb is not None and max_virtual_size_gb <= 0:
-            raise ValidationError("max_virtual_size_gb must be positive, got %r" % max_virtual_size_gb, step=STEP)
+        if max_virtual_size_gb is not None and max_virtual_size_gb < 0:
+            raise ValidationError("max_virtual_size_gb must not be negative, got %r" % max_virtual_size_gb, step=STEP)
         if not instances_path or not os.path.isabs(instances_path):
             raise ValidationError("instances_path %r must be an absolute path" % instances_path, step=STEP)
         fetching.validate_src(src)
@@ -59,6 +59,7 @@ class ImageRequest:
         self.src = src
         self.disk_format = disk_format
         self.instances_path = instances_path
+        # 0 is Nova's root_gb=0: the disk takes the image's own size, so there is no limit.
         self.max_virtual_size = int(max_virtual_size_gb * GIB) if max_virtual_size_gb else None
         self.timeout = timeout
         self.download_timeout = download_timeout

@@ -51,7 +51,7 @@ def base_listing(host):
         (("", "file:///x", "raw"), {}, "image_id"),
         (("img", "file:///x", "raw"), {"checksum": "md5:abc"}, "checksum"),
         (("img", "file:///x", "raw"), {"checksum": "sha256:abc"}, "checksum"),
-        (("img", "file:///x", "raw"), {"max_virtual_size_gb": 0}, "max_virtual_size_gb"),
+        (("img", "file:///x", "raw"), {"max_virtual_size_gb": -1}, "max_virtual_size_gb"),
         (("img", "file:///x", "raw"), {"timeout": 0}, "timeout"),
         (("img", "file:///x", "raw"), {"instances_path": "relative"}, "absolute"),
         (("img", "file:///x", "raw"), {"url_password": "secret"}, "url_username"),
@@ -61,6 +61,11 @@ def test_bad_options_fail_before_anything(args, options, words):
     with pytest.raises(ValidationError) as info:
         cache.ImageRequest(*args, **options)
     assert words in str(info.value)
+
+
+def test_zero_root_disk_means_no_limit():
+    assert cache.ImageRequest("img", "file:///x", "raw", max_virtual_size_gb=0).max_virtual_size is None
+    assert cache.ImageRequest("img", "file:///x", "raw", max_virtual_size_gb=2).max_virtual_size == 2 << 30
 
 
 def test_credentials_never_in_the_message():
