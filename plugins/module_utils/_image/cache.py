@@ -191,6 +191,7 @@ def _qemu_agrees(request, path, found):
     """``qemu-img info -f <detected>`` must see the same format and size and no external file."""
     detected = found.format
     driver = inspector.QEMU_DRIVER[detected]
+    qemu_img.runner(STEP).path()  # a missing qemu-img is the host's fault, not the image's
     try:
         info = qemu_img.info(path, driver, step=STEP)
     except CommandError as err:

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._image import cache
 from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import ImageError, ImageRefused
 
@@ -152,4 +152,13 @@ def test_missing_source_is_a_clean_error(host):
     req = cache.ImageRequest("img", "file:///nonexistent/image", "aki", instances_path=host["instances_path"])
     with pytest.raises(ImageError, match="No such file"):
         cache.ensure_cached(req)
+    assert base_listing(host) == []
+
+
+def test_missing_qemu_img_is_a_host_error_not_a_refusal(host, monkeypatch):
+    req = request(host, "disk.raw", os.urandom(4096), disk_format="raw")
+    monkeypatch.setenv("PATH", str(host["src"]))  # no qemu-img here
+    with pytest.raises(CommandError, match="qemu-img is not installed") as info:
+        cache.ensure_cached(req)
+    assert not isinstance(info.value, ImageRefused)
     assert base_listing(host) == []
