@@ -110,10 +110,18 @@ def _pci_device_xmls(conn):
 
 def domain_usage(conn):
     """UUIDs, RAM (MiB, the domains' maximum) and vCPUs given to every domain defined on the host."""
+    import libvirt
+
     uuids, ram_mb, vcpus = [], 0, 0
     for dom in conn.listAllDomains(0):
-        _state, max_kib, _cur, nr_vcpus, _cpu_time = dom.info()
-        uuids.append(dom.UUIDString().lower())
+        try:
+            _state, max_kib, _cur, nr_vcpus, _cpu_time = dom.info()
+            uuid = dom.UUIDString().lower()
+        except libvirt.libvirtError as err:
+            if err.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN:
+                continue  # a transient domain went away while we counted
+            raise
+        uuids.append(uuid)
         ram_mb += max_kib // 1024
         vcpus += nr_vcpus
     return uuids, ram_mb, vcpus

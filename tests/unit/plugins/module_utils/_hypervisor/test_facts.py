@@ -101,3 +101,26 @@ def test_pci_pools_count_devices_matching_the_device_spec():
 
 def test_no_device_spec_means_no_pci_pools(tmp_path):
     assert hv.gather(TEST_URI, str(tmp_path))["pci_stats"] == []
+
+
+def test_a_domain_vanishing_while_counting_is_skipped():
+    import libvirt
+
+    class Gone:
+        def info(self):
+            err = libvirt.libvirtError("Domain not found")
+            err.err = (libvirt.VIR_ERR_NO_DOMAIN, 0, "Domain not found", 0, "", "", "", 0, 0)
+            raise err
+
+    class Kept:
+        def info(self):
+            return [1, 2048 * 1024, 0, 3, 0]
+
+        def UUIDString(self):
+            return TEST_DOMAIN.upper()
+
+    class Conn:
+        def listAllDomains(self, flags):
+            return [Gone(), Kept()]
+
+    assert hv.domain_usage(Conn()) == ([TEST_DOMAIN], 2048, 3)
