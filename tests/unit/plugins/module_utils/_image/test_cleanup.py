@@ -99,19 +99,26 @@ def test_busy_image_lock_keeps_the_image(tmp_path):
     assert os.path.exists(old)
 
 
-def test_use_is_rechecked_under_the_lock(tmp_path):
+def test_use_is_rechecked_under_the_lock(tmp_path, monkeypatch):
     """An overlay created while cleanup waits for the image lock saves the base image."""
     host = Host(tmp_path)
     old = host.base("old", age=2 * DAY)
     os.makedirs(paths.locks_dir(host.root))
+    scans = []
+    real_scan = cleanup.base_images_in_use
+    monkeypatch.setattr(cleanup, "base_images_in_use", lambda root: scans.append(real_scan(root)) or scans[-1])
     lock = image_lock(host.root, os.path.basename(old), timeout=1).acquire()
     outcome = {}
-    worker = threading.Thread(target=lambda: outcome.update(cleanup.cleanup(host.root, lock_timeout=5)))
+    worker = threading.Thread(target=lambda: outcome.update(cleanup.cleanup(host.root, lock_timeout=10)))
     worker.start()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 10
+    while not scans and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert scans == [set()], "the first scan saw the image unused"
     host.instance("33333333-3333-3333-3333-333333333333", backing=old)
     lock.release()
     worker.join(10)
+    assert len(scans) == 2, "use is scanned again under the lock"
     assert outcome["in_use"] == [old]
     assert os.path.exists(old)
 
