@@ -17,6 +17,7 @@ import http.client
 import os
 import re
 import ssl
+import stat
 import time
 import urllib.error
 import urllib.parse
@@ -110,7 +111,10 @@ def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, cred
     parts = validate_src(src)
     try:
         if parts.scheme == "file":
-            source = open(urllib.request.url2pathname(parts.path), "rb")
+            local = urllib.request.url2pathname(parts.path)
+            if not stat.S_ISREG(os.stat(local).st_mode):  # a FIFO or a device never ends cleanly
+                raise ImageError("fetch of %s failed: not a regular file" % shown)
+            source = open(local, "rb")
             expected = os.fstat(source.fileno()).st_size
         else:
             source = _open_http(src, timeout, validate_certs, credentials)

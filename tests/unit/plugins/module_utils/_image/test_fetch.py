@@ -73,3 +73,10 @@ def test_parse_checksum():
     for bad in ("sha256:" + "g" * 64, "sha512:" + "b" * 64, "sha1:" + "a" * 40, "SHA256:" + "a" * 64):
         with pytest.raises(ValidationError):
             fetch.parse_checksum(bad)
+
+
+@pytest.mark.parametrize("path", ["/dev/zero", "/proc/self"])
+def test_only_regular_files(tmp_path, path):
+    with pytest.raises(ImageError, match="not a regular file"):
+        fetch.fetch("file://" + path, str(tmp_path / "dest"))
+    assert not os.path.exists(tmp_path / "dest")
