@@ -28,6 +28,8 @@ import time
 import yaml
 
 HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 INVENTORY = os.path.join(HERE, "inventory", "hosts.yml")
 # Directories of the system daemon that each lab daemon gets its own copy of.
 MOUNTS = {
@@ -53,6 +55,18 @@ def hypervisors(inventory=INVENTORY):
             "instances_path": merged["nimbus_instances_path"],
         }
     return hosts
+
+
+def write_inventory(path, overrides=None, inventory=INVENTORY):
+    """A copy of the lab inventory with per-host variables replaced ({host: {var: value}})."""
+    with open(inventory, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    hosts = data["all"]["children"]["hypervisors"]["hosts"]
+    for name, values in (overrides or {}).items():
+        hosts[name].update(values)
+    with open(path, "w", encoding="utf-8") as handle:
+        yaml.safe_dump(data, handle, sort_keys=False)
+    return path
 
 
 def virsh(uri, *args, timeout=30, check=True):
@@ -124,7 +138,7 @@ def start_one(host):
     return True
 
 
-def domains(uri):
+def domains_of(uri):
     out = virsh(uri, "list", "--all", "--name", check=False).stdout
     return [line.strip() for line in out.splitlines() if line.strip()]
 
@@ -133,7 +147,7 @@ def clean_one(host):
     """Removes every domain of the lab daemon and everything in instances_path but _base."""
     removed = []
     if answering(host["uri"]):
-        for name in domains(host["uri"]):
+        for name in domains_of(host["uri"]):
             virsh(host["uri"], "destroy", name, check=False)
             virsh(host["uri"], "undefine", name, "--nvram", check=False)
             removed.append(name)
@@ -153,7 +167,7 @@ def clean_one(host):
 
 def stop_one(host):
     if answering(host["uri"]):
-        for name in domains(host["uri"]):
+        for name in domains_of(host["uri"]):
             virsh(host["uri"], "destroy", name, check=False)
     stopped = False
     for daemon in ("libvirtd", "virtlogd"):
@@ -168,8 +182,102 @@ def status(hosts):
     report = {}
     for name, host in hosts.items():
         up = answering(host["uri"])
-        report[name] = dict(host, answering=up, domains=domains(host["uri"]) if up else [])
+        report[name] = dict(host, answering=up, domains=domains_of(host["uri"]) if up else [])
     return report
+
+
+# Helpers for the fleet integration tests and the benchmark.
+
+TINY = {"name": "f1.tiny", "vcpus": 1, "memory_mb": 128, "root_gb": 1, "ephemeral_gb": 0, "swap": 0, "extra_specs": {}}
+
+
+def env(**extra):
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
+                ANSIBLE_FORCE_COLOR="0", ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_FORKS="10",
+                ANSIBLE_HOST_KEY_CHECKING="False", **extra)
+
+
+def request(images, name, count=1, **extra):
+    req = {"name": name, "count": count, "flavor": dict(TINY), "image": images["nimbus_guest_image"],
+           "kernel_image": images["nimbus_guest_kernel"], "ramdisk_image": images["nimbus_guest_ramdisk"]}
+    req.update(extra)
+    return req
+
+
+def playbook_argv(name, inventory, req, summary=None, *extra):
+    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, os.path.join(ROOT, "playbooks", name),
+            "-e", json.dumps({"nimbus_request": req})]
+    if summary:
+        argv += ["-e", "nimbus_summary_path=%s" % summary]
+    return argv + list(extra)
+
+
+def run_playbook(name, inventory, req, tmp_path, *extra, expect_rc=0, timeout=600):
+    """Runs a playbook; returns (process, summary dict or None)."""
+    summary = os.path.join(str(tmp_path), "summary-%s-%d.json" % (req["name"], time.monotonic_ns()))
+    proc = subprocess.run(playbook_argv(name, inventory, req, summary, *extra), capture_output=True, text=True,
+                          env=env(), timeout=timeout, check=False)
+    if expect_rc is not None:
+        assert proc.returncode == expect_rc, proc.stdout[-6000:] + proc.stderr[-3000:]
+    data = None
+    if os.path.exists(summary):
+        with open(summary, encoding="utf-8") as handle:
+            data = json.load(handle)
+    return proc, data
+
+
+def by_name(summary):
+    return {s["name"]: s for s in summary["servers"]}
+
+
+def host_domains(host):
+    return set(domains_of(hypervisors()[host]["uri"]))
+
+
+def domain_state(host, uuid):
+    out = virsh(hypervisors()[host]["uri"], "domstate", "instance-" + uuid, check=False)
+    return out.stdout.strip()
+
+
+def instance_dirs(host):
+    path = hypervisors()[host]["instances_path"]
+    if not os.path.isdir(path):
+        return set()
+    return {e for e in os.listdir(path) if len(e) == 36 and e.count("-") == 4}
+
+
+def audit(host):
+    """host_audit's report through the library (same code as the module)."""
+    from ansible_collections.nimbus.compute.plugins.module_utils._audit.orphans import audit as run_audit
+
+    hv = hypervisors()[host]
+    return run_audit(hv["instances_path"], hv["uri"])
+
+
+def snapshot():
+    """Per host: the domains and everything under instances_path except the image cache and lock files."""
+    state = {}
+    for host, hv in hypervisors().items():
+        files = []
+        for top, dirs, names in os.walk(hv["instances_path"]):
+            rel = os.path.relpath(top, hv["instances_path"])
+            if rel.split(os.sep)[0] in ("_base", "locks"):
+                continue
+            files += [os.path.normpath(os.path.join(rel, n)) for n in names if n != "network.json"]
+            files += [os.path.normpath(os.path.join(rel, d)) + "/" for d in dirs if d not in ("_base", "locks")]
+        state[host] = (sorted(files), sorted(host_domains(host)))
+    return state
+
+
+def inventory(tmp_path, overrides=None):
+    return write_inventory(os.path.join(str(tmp_path), "hosts.yml"), overrides)
+
+
+def lab_hostvars(host, inventory_path=INVENTORY):
+    with open(inventory_path, encoding="utf-8") as handle:
+        data = yaml.safe_load(handle)
+    group = data["all"]["children"]["hypervisors"]
+    return dict(group.get("vars", {}), **group["hosts"][host])
 
 
 def main(argv):

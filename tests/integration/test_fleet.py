@@ -1,0 +1,235 @@
+"""Many hypervisors: create_server / delete_server against the three lab hypervisors (each its own
+libvirtd), reschedule on a refused claim and on a failing build step, no reschedule for a bad
+request, N+1 concurrent requests for N slots, and a play killed mid-build converging on re-run.
+Most servers stay `defined` (claims and domains are real, guests do not boot) to keep CI fast."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+
+import fleet
+
+from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim as claim_lib
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+FULL = os.environ.get("NIMBUS_FULL") == "1"
+# The IoOps weigher would steer away from a host holding a filler claim; the tests need the
+# scheduler's first choice to stay where they put the fault.
+NO_IO_OPS = {"weight_multipliers": {"IoOpsWeigher": 0.0}}
+
+
+@pytest.fixture(scope="module")
+def lab_fleet(lab):
+    hosts = fleet.hypervisors()
+    for host in hosts.values():
+        fleet.start_one(host)
+        fleet.clean_one(host)
+    yield hosts
+    for host in hosts.values():
+        fleet.clean_one(host)
+
+
+@pytest.fixture
+def clean_fleet(lab_fleet):
+    before = fleet.snapshot()
+    yield lab_fleet
+    for host in lab_fleet.values():
+        fleet.clean_one(host)
+    assert fleet.snapshot() == before
+
+
+def first_choice(inv, req, tmp_path):
+    _proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path, "-e", "nimbus_schedule_only=true")
+    return summary["placements"][0]
+
+
+def fill_host(host, uuid):
+    """A claim for the whole host written behind the scheduler's back (no domain, so no fact shows it)."""
+    hv = fleet.lab_hostvars(host)
+    usable = int(hv["nimbus_total_memory_mb"] * hv["nimbus_ram_allocation_ratio"]) - hv["nimbus_reserved_host_memory_mb"]
+    flavor = dict(fleet.TINY, name="filler", memory_mb=usable)
+    claim_lib.claim(uuid, flavor, hv["nimbus_instances_path"], libvirt_uri=hv["nimbus_libvirt_uri"],
+                    ratios={"memory_mb": hv["nimbus_ram_allocation_ratio"], "disk_mb": 1.0, "vcpus": 4.0},
+                    reserved={"memory_mb": hv["nimbus_reserved_host_memory_mb"], "disk_mb": 0, "vcpus": 0},
+                    totals={"memory_mb": hv["nimbus_total_memory_mb"], "disk_gb": hv["nimbus_total_disk_gb"],
+                            "vcpus": hv["nimbus_total_vcpus"]})
+
+
+def test_create_boot_converge_and_delete(clean_fleet, guest_images, tmp_path):
+    inv = fleet.inventory(tmp_path)
+    ports = [[{"id": "7d1c3a52-0b8e-4f36-9a5e-1c2d3e4f5a61", "network": "fleetnet", "fixed_ips": ["10.78.0.11"],
+               "security_groups": ["default"]}], []]
+    req = fleet.request(guest_images, "fleet-boot", count=2, ports=ports,
+                        networks=[{"name": "fleetnet", "type": "flat", "cidr": "10.78.0.0/24"}],
+                        security_groups=[{"name": "default", "rules": [{"direction": "egress"}]}],
+                        user_data="#!/bin/sh\necho fleet-user-data\n")
+    _proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
+    servers = fleet.by_name(summary)
+    assert set(servers) == {"fleet-boot-1", "fleet-boot-2"}
+    for server in servers.values():
+        assert not server["failed"] and server["state"] == "running" and len(server["attempts"]) == 1
+        assert fleet.domain_state(server["host"], server["uuid"]) == "running"
+        assert set(server["timings"]) >= {"claim", "image_cache", "instance_disks", "domain_xml", "domain", "start"}
+    assert servers["fleet-boot-1"]["addresses"]["fleetnet"][0]["addr"] == "10.78.0.11"
+    assert summary["schedule_seconds"] < 2
+    # The guest ran its user data from the config drive.
+    first = servers["fleet-boot-1"]
+    console = os.path.join(clean_fleet[first["host"]]["instances_path"], first["uuid"], "console.log")
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        with open(console, errors="replace") as handle:
+            text = handle.read()
+        if "nimbus-guest: ready" in text:
+            break
+        time.sleep(1)
+    assert "config-drive uuid=%s" % first["uuid"] in text and "user-data: fleet-user-data" in text
+
+    # The same request again converges: same hosts, nothing changed on them.
+    proc, again = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
+    assert {s["name"]: s["host"] for s in again["servers"]} == {n: s["host"] for n, s in servers.items()}
+    assert all(s["existing"] for s in again["servers"])
+    assert "nimbus-server-" in proc.stdout and all(
+        "changed=0" in line for line in proc.stdout.splitlines() if line.startswith("nimbus-server-"))
+
+    fleet.run_playbook("delete_server.yml", inv, req, tmp_path)
+    for host in clean_fleet:
+        assert fleet.audit(host)["orphans"] == 0
+        assert fleet.host_domains(host) == set() and fleet.instance_dirs(host) == set()
+
+
+def test_reschedule_when_the_claim_is_refused(clean_fleet, guest_images, tmp_path):
+    inv = fleet.inventory(tmp_path)
+    req = fleet.request(guest_images, "fleet-claim", state="defined", scheduler=NO_IO_OPS)
+    first = first_choice(inv, req, tmp_path)
+    filler = "0f0f0f0f-0000-4000-8000-00000000f111"
+    fill_host(first["host"], filler)
+    _proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
+    [server] = summary["servers"]
+    failed = server["attempts"][0]
+    assert failed["host"] == first["host"] and failed["failed"] and failed["failed_step"] == "instance_claim"
+    assert failed["reschedule"] is True
+    assert not server["failed"] and server["host"] == first["alternates"][0] and len(server["attempts"]) == 2
+    assert fleet.domain_state(server["host"], server["uuid"]) == "shut off"
+    # The refused host holds nothing of the server: only the filler's claim.
+    assert fleet.instance_dirs(first["host"]) == {filler}
+    assert fleet.host_domains(first["host"]) == set()
+
+
+def test_reschedule_when_a_build_step_fails(clean_fleet, guest_images, tmp_path):
+    inv = fleet.inventory(tmp_path)
+    req = fleet.request(guest_images, "fleet-step", state="defined")
+    first = first_choice(inv, req, tmp_path)
+    base = os.path.join(clean_fleet[first["host"]]["instances_path"], "_base")
+    os.makedirs(base, exist_ok=True)
+    # A full image cache on the chosen host: the image step fails there (retryable), not elsewhere.
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", base], check=True)
+    try:
+        _proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
+    finally:
+        subprocess.run(["umount", base], check=True)
+    [server] = summary["servers"]
+    failed = server["attempts"][0]
+    assert failed["host"] == first["host"] and failed["failed_step"] == "image_cache" and failed["reschedule"]
+    assert "space" in failed["msg"]
+    assert not server["failed"] and server["host"] != first["host"]
+    assert fleet.instance_dirs(first["host"]) == set() and fleet.host_domains(first["host"]) == set()
+    assert fleet.audit(first["host"])["orphans"] == 0
+
+
+def test_bad_image_fails_once_without_rescheduling(clean_fleet, guest_images, tmp_path):
+    inv = fleet.inventory(tmp_path)
+    image = dict(guest_images["nimbus_guest_image"], checksum="sha256:" + "0" * 64, id="fleet-bad-checksum")
+    req = fleet.request(guest_images, "fleet-bad", image=image, state="defined")
+    proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path, expect_rc=2)
+    [server] = summary["servers"]
+    assert server["failed"] and len(server["attempts"]) == 1
+    assert server["attempts"][0]["failed_step"] == "image_cache" and server["attempts"][0]["reschedule"] is False
+    assert "No valid host" not in server["msg"] and "checksum" in server["msg"]
+    assert "checksum" in proc.stdout
+    for host in clean_fleet:
+        assert fleet.instance_dirs(host) == set() and fleet.host_domains(host) == set()
+
+
+def test_invalid_flavor_fails_before_anything_runs(clean_fleet, guest_images, tmp_path):
+    inv = fleet.inventory(tmp_path)
+    req = fleet.request(guest_images, "fleet-invalid", flavor=dict(fleet.TINY, memory_mb=-5))
+    proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path, expect_rc=2)
+    assert summary is None and "memory_mb" in proc.stdout
+    assert "nimbus-server-" not in proc.stdout
+
+
+def test_concurrent_requests_for_one_slot_too_many(clean_fleet, guest_images, tmp_path):
+    # Each host holds exactly one 512 MiB server: N = 3 slots, two plays ask for 2 each.
+    small = {"nimbus_total_memory_mb": 1024, "nimbus_reserved_host_memory_mb": 256, "nimbus_ram_allocation_ratio": 1.0}
+    inv = fleet.inventory(tmp_path, {host: dict(small) for host in clean_fleet})
+    flavor = dict(fleet.TINY, name="f1.half", memory_mb=512)
+    procs = []
+    for name in ("race-a", "race-b"):
+        req = fleet.request(guest_images, name, count=2, flavor=flavor, state="defined")
+        summary = os.path.join(str(tmp_path), name + ".json")
+        procs.append((subprocess.Popen(fleet.playbook_argv("create_server.yml", inv, req, summary), env=fleet.env(),
+                                       stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), summary))
+    servers, outputs = [], []
+    for proc, summary in procs:
+        outputs.append(proc.communicate(timeout=600)[0])
+        with open(summary, encoding="utf-8") as handle:
+            servers += fleet.json.load(handle)["servers"]
+    built = [s for s in servers if not s["failed"]]
+    failed = [s for s in servers if s["failed"]]
+    assert len(built) == 3 and len(failed) == 1, outputs
+    # Every host it could try refused the claim; alternates of a count-2 request leave out the host
+    # its sibling was placed on (as in Nova), so that is 2 or 3 attempts.
+    assert failed[0]["msg"].startswith("No valid host was found") and len(failed[0]["attempts"]) >= 2
+    assert all(a["failed_step"] == "instance_claim" and a["reschedule"] for a in failed[0]["attempts"])
+    assert sorted(s["host"] for s in built) == sorted(clean_fleet)
+    for host in clean_fleet:
+        assert len(fleet.host_domains(host)) == 1
+        used = claim_lib.host_claims(clean_fleet[host]["instances_path"])
+        assert sum(c["memory_mb"] for c in used.values()) <= 1024 - 256
+        report = fleet.audit(host)
+        # A refused claim leaves locks/<uuid>.lock (see test_refused_claim_leaves_no_lock_file).
+        assert report["orphans"] == len(report["stale_locks"]), report
+
+
+@pytest.mark.xfail(strict=True, reason="instance_claim keeps locks/<uuid>.lock after a refused claim (reported)")
+def test_refused_claim_leaves_no_lock_file(clean_fleet):
+    filler, refused = "0f0f0f0f-0000-4000-8000-00000000f222", "0f0f0f0f-0000-4000-8000-00000000f333"
+    fill_host("hv1", filler)
+    with pytest.raises(claim_lib.ClaimRefused):
+        fill_host("hv1", refused)
+    assert fleet.audit("hv1")["stale_locks"] == []
+
+
+@pytest.mark.skipif(not FULL, reason="kills a play mid-build and boots three guests; runs with NIMBUS_FULL=1")
+def test_killed_play_converges_on_rerun(clean_fleet, guest_images, tmp_path):
+    inv = fleet.inventory(tmp_path)
+    req = fleet.request(guest_images, "fleet-kill", count=3)
+    proc = subprocess.Popen(fleet.playbook_argv("create_server.yml", inv, req), env=fleet.env(),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 120
+    # Kill once some server is half-built: an instance dir exists somewhere.
+    while time.monotonic() < deadline and not any(fleet.instance_dirs(h) for h in clean_fleet):
+        time.sleep(0.2)
+    time.sleep(1.5)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    _proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
+    assert sorted(s["name"] for s in summary["servers"] if not s["failed"]) == ["fleet-kill-1", "fleet-kill-2",
+                                                                                  "fleet-kill-3"]
+    uuids = {s["uuid"] for s in summary["servers"]}
+    found = set()
+    for host in clean_fleet:
+        report = fleet.audit(host)
+        # A refused claim leaves locks/<uuid>.lock (see test_refused_claim_leaves_no_lock_file).
+        assert report["orphans"] == len(report["stale_locks"]), report
+        found |= set(report["servers"])
+    assert found == uuids
