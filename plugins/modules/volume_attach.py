@@ -141,9 +141,11 @@ options:
     default: virtio
   boot_index:
     description:
-      - Boot order of the volume; V(0) boots from it (boot from volume). It becomes C(<boot order>) when the domain's C(<os>)
-        has no C(<boot dev>) (with one, the firmware boots from the first disk; with direct kernel boot the volume is the root
-        disk the kernel command line names).
+      - Boot order of the volume; V(0) boots from it (boot from volume) and makes it the first disk (V(vda) on virtio) unless
+        O(device) says otherwise.
+      - It becomes a per-device C(<boot order>) only when the domain has no C(<os><boot dev>) (libvirt refuses both together, and
+        adds C(<boot dev='hd'/>) to domains defined without either); otherwise the firmware boots the first disk, and with
+        direct kernel boot the first disk is the root the kernel command line names.
     type: int
   iscsi_initiator:
     description: V(auto) probes for a host-side iSCSI initiator; V(host) or V(qemu) force one (V(host) fails where it cannot run).

@@ -46,7 +46,7 @@ def _stop(proc):
     if proc is not None and proc.poll() is None:
         proc.terminate()
         try:
-            proc.wait(timeout=10)
+            proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait(timeout=10)
@@ -78,7 +78,7 @@ class TgtTarget(_Service):
         self.lun = lun
         self.chap = chap  # (user, password) or None
         self.port = free_port()
-        self.control = random.randint(1000, 60000)
+        self.control = random.randint(1000, 32000)  # tgtd exits (34) above 32767
         self.proc = None
 
     @property
@@ -118,11 +118,13 @@ class TgtTarget(_Service):
         return {"driver_volume_type": "iscsi", "data": data}
 
     def stop(self):
+        # tgtd ignores SIGTERM: it is stopped through its control port ("system delete").
         if self.proc is not None and self.proc.poll() is None:
-            try:
-                self.tgtadm("--mode", "target", "--op", "delete", "--force", "--tid", "1")
-            except (RuntimeError, subprocess.TimeoutExpired):
-                pass
+            for args in (("--mode", "target", "--op", "delete", "--force", "--tid", "1"), ("--mode", "system", "--op", "delete")):
+                try:
+                    self.tgtadm(*args)
+                except (RuntimeError, subprocess.TimeoutExpired):
+                    pass
         _stop(self.proc)
 
 

@@ -34,6 +34,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.locks impor
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.lifecycle import _bounded, find
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.xml_builder import DISK_BUS_PREFIX
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import LOCK_TIMEOUT, instance_lock
 from ansible_collections.nimbus.compute.plugins.module_utils._volume import common, iscsi, nbd, rbd, secrets
 from ansible_collections.nimbus.compute.plugins.module_utils._volume import xml as volume_xml
@@ -383,8 +384,11 @@ def attach(conn, req, check_mode):
 
     used = volume_xml.used_devs(config, live)
     device = req.device or volume_xml.next_free(used, req.bus)
-    if req.device and req.device in used:
-        raise common.invalid("device %s is already used by another disk of this server" % req.device)
+    if req.boot_index == 0 and not req.device:
+        # Boot from volume: the firmware boots the first disk and a kernel's root= names vda (Nova's root device).
+        device = volume_xml.dev_name(DISK_BUS_PREFIX[req.bus], 0)
+    if device in used:
+        raise common.invalid("device %s is already used by another disk of this server" % device)
     result.update(device=device, bus=req.bus)
     undo = _Undo()
     try:
@@ -422,7 +426,7 @@ def attach(conn, req, check_mode):
             flags = VIR_DOMAIN_AFFECT_CONFIG | VIR_DOMAIN_AFFECT_LIVE
         else:
             if spec["driver"] != "rbd":
-                probe(conn, disk, (config.find("os/type").get("arch") or "x86_64"), req.connect_timeout + 20)
+                probe(conn, disk, (config.find("os/type").get("arch") or "x86_64"), req.connect_timeout + 5)
             flags = VIR_DOMAIN_AFFECT_CONFIG
         _call("attaching volume %s as %s" % (req.volume_id, device), dom.attachDeviceFlags, text, flags)
         undo.push(lambda: dom.detachDeviceFlags(text, flags))
