@@ -72,6 +72,15 @@ def _vmdk_descriptor_patch(path, old, new):
         handle.write(text + b"\0" * max(0, end - at - len(text)))
 
 
+def _head(source, target, length):
+    """Copy the first ``length`` bytes of ``source`` to ``target`` (a truncated image)."""
+    with open(source, "rb") as handle:
+        head = handle.read(length)
+    with open(target, "wb") as handle:
+        handle.write(head)
+    return head
+
+
 def _raw_pattern(path):
     """16 MiB guest content: data, a long zero run, data (so sparse handling is exercised)."""
     rng = hashlib.sha256(b"nimbus corpus")
@@ -143,10 +152,7 @@ def _hostile(d):
     qcow2("encrypted.qcow2")
     patch(d("encrypted.qcow2"), 32, struct.pack(">I", 2))
     add("encrypted.qcow2", "qcow2", "qcow2-encrypted")
-    with open(d("qcow2"), "rb") as handle:
-        header = handle.read(60)
-    with open(d("truncated.qcow2"), "wb") as handle:
-        handle.write(header)
+    header = _head(d("qcow2"), d("truncated.qcow2"), 60)
     add("truncated.qcow2", "qcow2", "qcow2-bad-header")
     qcow2("absurd-size.qcow2")
     patch(d("absurd-size.qcow2"), 24, struct.pack(">Q", 1 << 62))
@@ -168,10 +174,7 @@ def _hostile(d):
     qemu_img("create", "-q", "-f", "vmdk", d("extent-passwd.vmdk"), "8M")
     _vmdk_descriptor_patch(d("extent-passwd.vmdk"), b'SPARSE "extent-passwd.vmdk"', b'FLAT "/etc/passwd" 0')
     add("extent-passwd.vmdk", "vmdk", "vmdk-extent-outside")
-    with open(d("vmdk"), "rb") as handle:
-        head = handle.read(600)
-    with open(d("descriptor-past-end.vmdk"), "wb") as handle:
-        handle.write(head)
+    _head(d("vmdk"), d("descriptor-past-end.vmdk"), 600)
     add("descriptor-past-end.vmdk", "vmdk", "vmdk-extent-outside")
     cases.append(Case("vmdk-as-qcow2", d("vmdk"), "qcow2", "format-mismatch"))
     cases.append(Case("vdi-as-raw", d("vdi"), "raw", "format-mismatch"))

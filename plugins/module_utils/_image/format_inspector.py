@@ -113,13 +113,18 @@ def _unpack(fmt, data, offset=0):
     return struct.unpack_from(fmt, data, offset)
 
 
+def _claim(found, fmt, header, needed):
+    """Record that ``fmt`` claims the file; False (a bad-header problem) when its header is short."""
+    found.claims.append(fmt)
+    if len(header) < needed:
+        found.add("%s-bad-header" % fmt, "header truncated at %d bytes" % len(header))
+        return False
+    return True
+
+
 def _qcow2(reader, found):
     head = reader.read(0, 4096)
-    if not head.startswith(QCOW2_MAGIC):
-        return
-    found.claims.append("qcow2")
-    if len(head) < 72:
-        found.add("qcow2-bad-header", "header truncated at %d bytes" % len(head))
+    if not head.startswith(QCOW2_MAGIC) or not _claim(found, "qcow2", head, 72):
         return
     (version, backing_offset, backing_size, cluster_bits, size, crypt_method) = _unpack(">IQIIQI", head, 4)
     found.virtual_size["qcow2"] = size
@@ -179,11 +184,7 @@ def _vmdk(reader, found):
         found.claims.append("vmdk")
         _vmdk_descriptor(reader.read(0, 64 * 1024), found)
         return
-    if not head.startswith(VMDK_MAGIC):
-        return
-    found.claims.append("vmdk")
-    if len(head) < 44:
-        found.add("vmdk-bad-header", "header truncated at %d bytes" % len(head))
+    if not head.startswith(VMDK_MAGIC) or not _claim(found, "vmdk", head, 44):
         return
     capacity, _grain, desc_offset, desc_size = _unpack("<QQQQ", head, 12)
     found.virtual_size["vmdk"] = capacity * SECTOR
@@ -213,11 +214,7 @@ def _vmdk_descriptor(raw, found):
 
 def _vdi(reader, found):
     head = reader.read(0, 512)
-    if len(head) < 0x48 or _unpack("<I", head, 0x40)[0] != VDI_SIGNATURE:
-        return
-    found.claims.append("vdi")
-    if len(head) < 0x178:
-        found.add("vdi-bad-header", "header truncated at %d bytes" % len(head))
+    if len(head) < 0x48 or _unpack("<I", head, 0x40)[0] != VDI_SIGNATURE or not _claim(found, "vdi", head, 0x178):
         return
     image_type = _unpack("<I", head, 0x4C)[0]
     found.virtual_size["vdi"] = _unpack("<Q", head, 0x170)[0]
@@ -232,9 +229,7 @@ def _vhd(reader, found):
         footer = reader.read(reader.size - 512, 512) if reader.size >= 512 else b""
         if not footer.startswith(VHD_COOKIE):
             return
-    found.claims.append("vhd")
-    if len(footer) < 64:
-        found.add("vhd-bad-header", "footer truncated at %d bytes" % len(footer))
+    if not _claim(found, "vhd", footer, 64):
         return
     found.virtual_size["vhd"] = _unpack(">Q", footer, 48)[0]
     disk_type = _unpack(">I", footer, 60)[0]
