@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import json
 import os
+import pwd
 import shutil
 import subprocess
 import sys
+import tempfile
 
 import pytest
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._disk import qemu_img
 from ansible_collections.nimbus.compute.plugins.module_utils._image import cache
 from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import ImageRefused
 
@@ -108,3 +111,32 @@ def test_embedded_guest_images(tmp_path):
         assert cache.ensure_cached(req)["changed"] is True
         assert cache.ensure_cached(req)["changed"] is False
     assert len(listing(tmp_path)) == 3
+
+
+def test_qemu_user_reads_the_base_through_an_overlay(corpus):
+    """0644 in a 0755 _base is enough for QEMU's user: through a -F raw overlay it sees exactly
+    the guest bytes of the original qcow2."""
+    try:
+        qemu_user = pwd.getpwnam("libvirt-qemu").pw_name
+    except KeyError:
+        pytest.skip("no libvirt-qemu user (libvirt is installed by tests/lab/install.sh)")
+    case = by_name(corpus[0], "qcow2")
+    instances = tempfile.mkdtemp(prefix="nimbus-image-test-", dir="/var/tmp")  # /tmp/pytest-of-root is 0700
+    try:
+        os.chmod(instances, 0o755)
+        base = cache.ensure_cached(request(case, instances))["base_path"]
+        assert oct(os.stat(base).st_mode & 0o777) == "0o644"
+        instance = os.path.join(instances, "55555555-5555-5555-5555-555555555555")
+        os.makedirs(instance, mode=0o755)
+        overlay = os.path.join(instance, "disk")
+        qemu_img.create(overlay, None, fmt="qcow2", backing_file=base, backing_fmt="raw")
+        original = os.path.join(instances, "original.qcow2")  # the corpus dir is not QEMU's to read
+        shutil.copy(case.path, original)
+        for path in (overlay, original):
+            os.chmod(path, 0o644)
+        proc = subprocess.run(["runuser", "-u", qemu_user, "--", "qemu-img", "compare", "-f", "qcow2", "-F", "qcow2",
+                               overlay, original], capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "Images are identical" in proc.stdout
+    finally:
+        shutil.rmtree(instances)
