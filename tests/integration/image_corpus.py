@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import http.server
 import os
+import ssl
 import struct
 import subprocess
 import threading
@@ -280,8 +281,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 class ImageServer:
     """``with ImageServer() as server: server.add("/x", "file", (path, 0)); server.url("/x")``."""
 
-    def __init__(self):
+    def __init__(self, tls_cert=None):
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+        self.scheme = "https" if tls_cert else "http"
+        if tls_cert:  # a PEM file holding the certificate and its key
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(tls_cert)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
         self.httpd.daemon_threads = True
         self.httpd.routes = {}
         self.httpd.hits = {}
@@ -302,7 +308,7 @@ class ImageServer:
         return self.url(path)
 
     def url(self, path):
-        return "http://127.0.0.1:%d%s" % (self.httpd.server_address[1], path)
+        return "%s://127.0.0.1:%d%s" % (self.scheme, self.httpd.server_address[1], path)
 
     def hits(self, path):
         return self.httpd.hits.get(path, 0)

@@ -111,6 +111,21 @@ def test_basic_auth_without_leaking_the_password(server, qcow2, tmp_path):
     assert "s3cret" not in str(info.value)
 
 
+def test_https_certificates_are_verified_unless_told_not_to(qcow2, tmp_path):
+    pem = str(tmp_path / "server.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1", "-subj", "/CN=127.0.0.1",
+                    "-keyout", pem, "-out", str(tmp_path / "cert.pem")], check=True, capture_output=True, timeout=60)
+    with open(pem, "a") as key, open(tmp_path / "cert.pem") as cert:
+        key.write(cert.read())
+    with image_corpus.ImageServer(tls_cert=pem) as server:
+        url = server.add("/disk.qcow2", "file", (qcow2, 0))
+        assert url.startswith("https://")
+        with pytest.raises(ImageError, match="CERTIFICATE_VERIFY_FAILED"):
+            fetch(url, tmp_path / "a")
+        assert base_listing(tmp_path / "a") == []
+        assert fetch(url, tmp_path / "b", validate_certs=False)["changed"] is True
+
+
 WORKER = """
 import json, sys
 from ansible_collections.nimbus.compute.plugins.module_utils._image import cache
