@@ -1,0 +1,76 @@
+"""volume_attach as Ansible runs it: the CHAP password never reaches the output, bad input fails before
+anything is touched, and DOCUMENTATION says exactly what the argument spec accepts."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import yaml
+from ansible.module_utils.testing import patch_module_args
+
+from ansible_collections.nimbus.compute.plugins.modules import volume_attach
+
+UUID = "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
+PASSWORD = "Very-Secret-Chap-77"
+
+
+def run(args, capsys):
+    with patch_module_args(args), pytest.raises(SystemExit):
+        volume_attach.main()
+    return json.loads(capsys.readouterr().out)
+
+
+def iscsi(**data):
+    base = {"target_portal": "127.0.0.1:3260", "target_iqn": "iqn.2026-11.compute.nimbus:t", "target_lun": 1,
+            "auth_method": "CHAP", "auth_username": "nova", "auth_password": PASSWORD}
+    base.update(data)
+    return {"driver_volume_type": "iscsi", "data": base}
+
+
+@pytest.mark.parametrize("args, message", [
+    ({"connection_info": iscsi(target_lun=99999)}, "target_lun 99999 is out of range"),
+    ({"connection_info": iscsi(target_iqn="not an iqn")}, "is not an iSCSI name"),
+    ({"connection_info": iscsi(), "device": "sdb"}, "not a vdX name"),
+    ({"connection_info": {"driver_volume_type": "fc", "data": {}}}, "driver_volume_type must be one of"),
+    ({}, "state is present but all of the following are missing: connection_info"),
+])
+def test_bad_input_fails_cleanly_without_the_password(tmp_path, capsys, args, message):
+    result = run(dict({"instance_uuid": UUID, "volume_id": "vol-1", "instances_path": str(tmp_path),
+                       "libvirt_uri": "test:///default"}, **args), capsys)
+    text = json.dumps(result)
+    assert result["failed"] is True and message in result["msg"], result["msg"]
+    assert PASSWORD not in text and "Traceback" not in text
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_module_failure_names_the_step(tmp_path, capsys):
+    result = run({"instance_uuid": UUID, "volume_id": "vol-1", "instances_path": str(tmp_path),
+                  "libvirt_uri": "test:///default", "connection_info": iscsi()}, capsys)
+    assert result["failed"] is True and result["failed_step"] == "volume_attach" and result["reschedule"] is False
+    assert "domain instance-%s is not defined" % UUID in result["msg"] and PASSWORD not in json.dumps(result)
+
+
+def test_detach_of_a_volume_that_is_not_attached_is_unchanged(tmp_path, capsys):
+    result = run({"instance_uuid": UUID, "volume_id": "vol-1", "instances_path": str(tmp_path), "state": "absent",
+                  "libvirt_uri": "test:///default"}, capsys)
+    assert result["changed"] is False and result["device"] is None and "diff" not in result
+
+
+def _compare(doc_options, spec, where):
+    assert sorted(doc_options) == sorted(spec), where
+    for name, rule in spec.items():
+        doc = doc_options[name]
+        for key in ("type", "required", "default", "choices", "elements"):
+            expected = rule.get(key, False if key == "required" else None)
+            assert doc.get(key, False if key == "required" else None) == expected, "%s.%s %s" % (where, name, key)
+        if "options" in rule:
+            _compare(doc["suboptions"], rule["options"], "%s.%s" % (where, name))
+
+
+def test_documentation_matches_the_argument_spec():
+    doc = yaml.safe_load(volume_attach.DOCUMENTATION)
+    own = {k: v for k, v in volume_attach.ARGUMENT_SPEC.items() if k not in ("libvirt_uri", "instances_path")}
+    _compare(doc["options"], own, "options")
+    assert volume_attach.DATA_OPTIONS["auth_password"]["no_log"] is True
+    assert doc["version_added"] == "0.1.0" and doc["author"] == "nimbus.compute developers (@nimbus)"
