@@ -223,7 +223,7 @@ def test_detach_removes_disk_xml_secret_and_journal_entry(host):
 def test_attach_needs_a_defined_domain(host):
     conn, path = host
     del conn.domains[UUID]
-    with pytest.raises(VolumeError, match="is not defined: run nimbus.compute.domain state=defined first"):
+    with pytest.raises(VolumeError, match=r"is not defined: run nimbus\.compute\.domain state=defined first"):
         attach.attach(conn, req(path), check_mode=False)
 
 
