@@ -401,3 +401,30 @@ def test_host_side_login_is_reported_when_the_kernel_cannot(make_server, backend
         server.volume(short_id("host"), target.connection_info(), iscsi_initiator="host")
     auto = server.volume(short_id("auto"), target.connection_info())
     assert auto["iscsi_initiator"] == "qemu" and "iscsi_tcp" in auto["initiator_reason"]
+
+
+def test_module_through_ansible_playbook_keeps_the_chap_password_out_of_the_output(make_server, backends, tmp_path):
+    server = make_server()
+    target = backends(TgtTarget(server.backing("lun-play.img", size=8 << 20), iqn("play"), chap=CHAP))
+    server.define()
+    volume_id = short_id("play")
+    task = {"nimbus.compute.volume_attach": {"instance_uuid": server.uuid, "volume_id": volume_id,
+                                             "instances_path": server.instances_path,
+                                             "connection_info": target.connection_info()}}
+    detach = {"nimbus.compute.volume_attach": {"instance_uuid": server.uuid, "volume_id": volume_id,
+                                               "instances_path": server.instances_path, "state": "absent"}}
+    play = [{"hosts": "localhost", "gather_facts": False, "tasks": [
+        dict(task, register="first"), dict(task, register="second"), dict(detach, register="third"),
+        {"ansible.builtin.assert": {"that": ["first is changed", "first.device == 'vda'", "second is not changed",
+                                             "third is changed"]}}]}]
+    playbook = tmp_path / "play.yml"
+    playbook.write_text(json.dumps(play))
+    server.volume_ids.append(volume_id)
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1")
+    proc = subprocess.run([os.path.join(ROOT, ".venv", "bin", "ansible-playbook"), "-i", "localhost,", "-c", "local", "-vvv",
+                           "--diff", "-e", "ansible_python_interpreter=%s" % sys.executable, str(playbook)],
+                          capture_output=True, text=True, timeout=300, env=env, check=False)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert CHAP[1] not in proc.stdout + proc.stderr
+    assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in proc.stdout
+    assert volume_secrets() == [] and target.sessions() == 0
