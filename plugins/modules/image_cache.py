@@ -14,7 +14,8 @@ description:
   - Fetches an image into C(<instances_path>/_base/<SHA-1 of image_id>), the way Nova's libvirt driver caches images.
   - Every image is treated as hostile. Before any C(qemu-img) call the downloaded bytes are inspected in pure Python
     (raw, qcow2, qed, vmdk, vdi, vhd, vhdx, iso, luks). An image is refused when it has a backing file, an external data file,
-    unknown qcow2 incompatible features, a vmdk type other than monolithicSparse/streamOptimized or extents outside the file,
+    unknown qcow2 incompatible features, a parent image (vmdk delta link, differencing vhd/vhdx/vdi), a vmdk type other than
+    monolithicSparse/streamOptimized or extents outside the file,
     when more than one format claims it, when it is not the declared O(disk_format), when its virtual size exceeds
     O(max_virtual_size_gb), or when the O(checksum) does not match. C(qemu-img info) must then agree with the inspector.
   - Disk images are converted to raw with C(qemu-img convert -f <format> -O raw) under CPU, memory and time limits.

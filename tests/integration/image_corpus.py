@@ -153,7 +153,7 @@ def _hostile(d):
     qcow2("encrypted.qcow2")
     patch(d("encrypted.qcow2"), 32, struct.pack(">I", 2))
     add("encrypted.qcow2", "qcow2", "qcow2-encrypted")
-    header = _head(d("qcow2"), d("truncated.qcow2"), 60)
+    _head(d("qcow2"), d("truncated.qcow2"), 60)
     add("truncated.qcow2", "qcow2", "qcow2-bad-header")
     qcow2("absurd-size.qcow2")
     patch(d("absurd-size.qcow2"), 24, struct.pack(">Q", 1 << 62))
@@ -177,6 +177,8 @@ def _hostile(d):
     add("extent-passwd.vmdk", "vmdk", "vmdk-extent-outside")
     _head(d("vmdk"), d("descriptor-past-end.vmdk"), 600)
     add("descriptor-past-end.vmdk", "vmdk", "vmdk-extent-outside")
+    qemu_img("create", "-q", "-f", "vmdk", "-b", d("vmdk"), "-F", "vmdk", d("delta-link.vmdk"))
+    add("delta-link.vmdk", "vmdk", "vmdk-parent")
     cases.append(Case("vmdk-as-qcow2", d("vmdk"), "qcow2", "format-mismatch"))
     cases.append(Case("vdi-as-raw", d("vdi"), "raw", "format-mismatch"))
     cases.append(Case("vhdx-as-vhd", d("vhdx"), "vhd", "format-mismatch"))
@@ -192,6 +194,8 @@ def _hostile(d):
     add("image.luks", "raw", "format-mismatch")
     with open(d("good.iso"), "rb") as handle:
         iso = bytearray(handle.read())
+    with open(d("qcow2"), "rb") as handle:
+        header = handle.read(512)  # a whole qcow2 header in the ISO's free system area
     iso[: len(header)] = header
     with open(d("iso-qcow2.polyglot"), "wb") as handle:
         handle.write(iso)

@@ -26,8 +26,8 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GUEST_IMAGES = os.path.join(ROOT, ".cache", "guest", "images.json")
 RULES = {
     "qcow2-backing-file", "qcow2-data-file", "qcow2-unknown-incompatible-features", "qcow2-corrupt", "qcow2-encrypted",
-    "qcow2-bad-header", "qed-refused", "vmdk-create-type", "vmdk-extent-outside", "vhd-differencing", "multiple-formats",
-    "format-mismatch", "virtual-size", "checksum-mismatch", "qemu-img-disagrees", "qemu-img-rejects",
+    "qcow2-bad-header", "qed-refused", "vmdk-create-type", "vmdk-extent-outside", "vmdk-parent", "vhd-differencing",
+    "multiple-formats", "format-mismatch", "virtual-size", "checksum-mismatch", "qemu-img-disagrees", "qemu-img-rejects",
 }
 
 

@@ -144,6 +144,8 @@ def _qcow2(reader, found):
             found.add("qcow2-bad-header", "version 3 header truncated at %d bytes" % len(head))
             return
         incompatible, header_length = _unpack(">Q", head, 72)[0], _unpack(">I", head, 100)[0]
+        if not 104 <= header_length <= len(head):
+            found.add("qcow2-bad-header", "header_length %d" % header_length)
         if incompatible & QCOW2_INCOMPAT_DATA_FILE:
             found.add("qcow2-data-file", "incompatible feature bit 2 (external data file) is set")
         if incompatible & QCOW2_INCOMPAT_CORRUPT:
@@ -175,6 +177,8 @@ def _qed(reader, found):
 
 _EXTENT = re.compile(r'^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\S+)(?:\s+"([^"]*)")?', re.M)
 _CREATE_TYPE = re.compile(r'^createType\s*=\s*"([^"]*)"', re.M)
+_PARENT_HINT = re.compile(r'^parentFileNameHint\s*=\s*"([^"]*)"', re.M)
+_PARENT_CID = re.compile(r"^parentCID\s*=\s*([0-9a-fA-F]+)", re.M)
 
 
 def _vmdk(reader, found):
@@ -204,6 +208,11 @@ def _vmdk_descriptor(raw, found):
     create_type = match.group(1) if match else None
     if create_type not in VMDK_SAFE_TYPES:
         found.add("vmdk-create-type", "createType %r (allowed: %s)" % (create_type, ", ".join(VMDK_SAFE_TYPES)))
+    # A delta link: qemu opens parentFileNameHint as the backing file.
+    hint, parent_cid = _PARENT_HINT.search(text), _PARENT_CID.search(text)
+    if hint or (parent_cid and parent_cid.group(1).lower() != "ffffffff"):
+        found.add("vmdk-parent", "parent %r (parentCID %s)" % (hint.group(1) if hint else None,
+                                                              parent_cid.group(1) if parent_cid else None))
     extents = _EXTENT.findall(text)
     if len(extents) != 1:
         found.add("vmdk-extent-outside", "%d extents (a monolithic image has exactly one)" % len(extents))
@@ -301,8 +310,8 @@ def inspect_handle(handle, size):
     found = Inspection(size)
     for inspector in INSPECTORS:
         inspector(reader, found)
-    if len(found.claims) > 1:
-        found.add("multiple-formats", "claimed by %s" % " and ".join(found.claims))
+    if len(found.claims) > 1:  # the first reason given: a polyglot's other findings are noise
+        found.problems.insert(0, Problem("multiple-formats", "claimed by %s" % " and ".join(found.claims)))
     return found
 
 

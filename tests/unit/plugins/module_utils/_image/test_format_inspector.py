@@ -68,6 +68,10 @@ def test_good_images_are_detected_with_their_size(data, declared, size):
          "vmdk-extent-outside"),
         (crafted.vmdk_sparse(crafted.vmdk_descriptor())[:512], "vmdk", "vmdk-extent-outside"),  # descriptor past the end
         (fi.VMDK_MAGIC + b"\0" * 20, "vmdk", "vmdk-bad-header"),
+        (crafted.vmdk_sparse(crafted.vmdk_descriptor().replace("parentCID=ffffffff", 'parentCID=1234abcd\n'
+                                                                'parentFileNameHint="/etc/shadow"')), "vmdk", "vmdk-parent"),
+        (crafted.vmdk_sparse(crafted.vmdk_descriptor().replace("parentCID=ffffffff", "parentCID=00000001")), "vmdk",
+         "vmdk-parent"),
         (crafted.vdi(image_type=4), "vdi", "vdi-differencing"),
         (crafted.vdi()[:0x100], "vdi", "vdi-bad-header"),
         (crafted.vhd_footer(disk_type=4) + b"\0" * 512, "vhd", "vhd-differencing"),
