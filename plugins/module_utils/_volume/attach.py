@@ -380,7 +380,7 @@ def attach(conn, req, check_mode):
         if req.device and req.device != device:
             raise VolumeError("volume %s is already attached as %s, not %s; detach it first"
                               % (req.volume_id, device, req.device))
-        return _already_attached(conn, req, result, existing, check_mode)
+        return _already_attached(conn, req, result, existing, initiator, check_mode)
 
     used = volume_xml.used_devs(config, live)
     device = req.device or volume_xml.next_free(used, req.bus)
@@ -439,20 +439,31 @@ def attach(conn, req, check_mode):
     return result
 
 
-def _already_attached(conn, req, result, existing, check_mode):
+def _already_attached(conn, req, result, existing, initiator, check_mode):
     """Idempotent re-run: refresh a CHAP secret that went missing and the libvirt.xml copy; nothing else."""
-    device = existing.find("target").get("dev")
-    result.update(device=device, bus=existing.find("target").get("bus"), disk_xml=_to_text(existing))
+    target = existing.find("target")
+    device, bus = target.get("dev"), target.get("bus")
+    result.update(device=device, bus=bus, disk_xml=_to_text(existing))
     changed = False
     if req.spec.get("auth_username") and req.spec["driver"] == "iscsi":
         if secrets.lookup(conn, result["secret_uuid"]) is None:
             changed = True
             if not check_mode:
                 secrets.define(conn, req.volume_id, req.password)
-    wanted = copy.deepcopy(existing)
-    for child in wanted.findall("address"):
-        wanted.remove(child)
-    xml_changed, before, after = edit_libvirt_xml(req, _insert_edit(wanted, req.volume_id), check_mode)
+    boot = existing.find("boot")
+    spec = dict(req.spec, secret_uuid=result["secret_uuid"],
+                device_path=iscsi.device_path(req.spec) if initiator == "host" else None)
+    wanted = volume_xml.disk_element(spec, device, bus, req.volume_id, boot.get("order") if boot is not None else None)
+
+    def edit(root):
+        # libvirt formats a disk with more than we set: an equal source on the same device is the same disk.
+        present = volume_xml.volume_disks(root, req.volume_id)
+        if len(present) == 1 and volume_xml.source_key(present[0]) == volume_xml.source_key(wanted) \
+                and present[0].find("target").get("dev") == device:
+            return False
+        return _insert_edit(wanted, req.volume_id)(root)
+
+    xml_changed, before, after = edit_libvirt_xml(req, edit, check_mode)
     result.update(changed=changed or xml_changed, libvirt_xml_updated=xml_changed, diff={"before": before, "after": after})
     return result
 

@@ -232,3 +232,17 @@ def test_secret_xml_is_private_and_persistent():
     assert root.get("private") == "yes" and root.get("ephemeral") == "no"
     assert root.findtext("usage/target") == "nimbus-volume-vol-1"
     assert secrets.secret_uuid("vol-1") == secrets.secret_uuid("vol-1") != secrets.secret_uuid("vol-2")
+
+
+def test_rerun_repairs_a_libvirt_xml_that_lost_the_disk(host):
+    conn, path = host
+    dom = conn.domains[UUID]
+    attach.attach(conn, req(path), check_mode=False)
+    with_volume = open(conn.path).read()
+    # libvirt formats more than we set; that is still the same disk.
+    dom.config.find("devices/disk[alias]/source").set("index", "2")
+    assert attach.attach(conn, req(path), check_mode=False)["changed"] is False
+    open(conn.path, "w").write(LIBVIRT_XML % (UUID, UUID))  # e.g. domain_xml ran again
+    repaired = attach.attach(conn, req(path), check_mode=False)
+    assert repaired["changed"] is True and repaired["libvirt_xml_updated"] is True
+    assert open(conn.path).read() == with_volume and len(dom.calls) == 1
