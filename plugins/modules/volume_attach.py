@@ -253,7 +253,7 @@ DATA_OPTIONS = dict(
     ports=dict(type="list", elements="str"),
     auth_enabled=dict(type="bool"),
     secret_type=dict(type="str"),
-    secret_uuid=dict(type="str"),
+    secret_uuid=dict(type="str", no_log=False),  # a UUID naming the secret, not the secret
     host=dict(type="str"),
     port=dict(type="int"),
     export=dict(type="str"),

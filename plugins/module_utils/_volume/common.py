@@ -54,11 +54,14 @@ def require_str(data, key, what):
 
 def check_reachable(hostname, portnum, timeout, what):
     """Bounded TCP connect, so an unreachable portal is a clear error in ``timeout`` seconds, not a hang in QEMU."""
+    def unreachable(reason):
+        return VolumeError("%s %s port %d is not reachable: %s" % (what, hostname, portnum, reason), retryable=True)
+
     try:
-        with socket.create_connection((hostname, portnum), timeout=timeout):
-            return True
+        sock = socket.create_connection((hostname, portnum), timeout=timeout)
     except TimeoutError:
-        reason = "no answer within %.0f s" % timeout
+        raise unreachable("no answer within %.0f s" % timeout)
     except OSError as exc:
-        reason = exc.strerror or str(exc)
-    raise VolumeError("%s %s port %d is not reachable: %s" % (what, hostname, portnum, reason), retryable=True)
+        raise unreachable(exc.strerror or str(exc))
+    sock.close()
+    return True

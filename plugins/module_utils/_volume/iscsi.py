@@ -45,7 +45,8 @@ def parse_portal(value):
     if not text:
         raise common.invalid("connection_info.data.target_portal is required (host:port)")
     if text.startswith("["):
-        address, _, rest = text[1:].partition("]")
+        parts = text[1:].partition("]")
+        address, rest = parts[0], parts[2]
         portnum = rest[1:] if rest.startswith(":") else None
     elif text.count(":") == 1:
         address, portnum = text.split(":")

@@ -37,7 +37,7 @@ LIBVIRT_XML = """<domain type="qemu">
 
 class FakeError(libvirt.libvirtError):
     def __init__(self, msg, code=libvirt.VIR_ERR_INTERNAL_ERROR):
-        Exception.__init__(self, msg)
+        super().__init__(msg)
         self.code = code
 
     def get_error_code(self):
