@@ -211,8 +211,8 @@ def _vmdk_descriptor(raw, found):
     # A delta link: qemu opens parentFileNameHint as the backing file.
     hint, parent_cid = _PARENT_HINT.search(text), _PARENT_CID.search(text)
     if hint or (parent_cid and parent_cid.group(1).lower() != "ffffffff"):
-        found.add("vmdk-parent", "parent %r (parentCID %s)" % (hint.group(1) if hint else None,
-                                                              parent_cid.group(1) if parent_cid else None))
+        name = hint.group(1) if hint else None
+        found.add("vmdk-parent", "parent %r (parentCID %s)" % (name, parent_cid.group(1) if parent_cid else None))
     extents = _EXTENT.findall(text)
     if len(extents) != 1:
         found.add("vmdk-extent-outside", "%d extents (a monolithic image has exactly one)" % len(extents))

@@ -13,6 +13,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 import image_crafted as crafted
 
 MIB = crafted.MIB
+DELTA_LINK = 'parentCID=1234abcd\nparentFileNameHint="/etc/shadow"'
 
 
 def rule_of(data, declared, max_virtual_size=None):
@@ -68,8 +69,7 @@ def test_good_images_are_detected_with_their_size(data, declared, size):
          "vmdk-extent-outside"),
         (crafted.vmdk_sparse(crafted.vmdk_descriptor())[:512], "vmdk", "vmdk-extent-outside"),  # descriptor past the end
         (fi.VMDK_MAGIC + b"\0" * 20, "vmdk", "vmdk-bad-header"),
-        (crafted.vmdk_sparse(crafted.vmdk_descriptor().replace("parentCID=ffffffff", 'parentCID=1234abcd\n'
-                                                                'parentFileNameHint="/etc/shadow"')), "vmdk", "vmdk-parent"),
+        (crafted.vmdk_sparse(crafted.vmdk_descriptor().replace("parentCID=ffffffff", DELTA_LINK)), "vmdk", "vmdk-parent"),
         (crafted.vmdk_sparse(crafted.vmdk_descriptor().replace("parentCID=ffffffff", "parentCID=00000001")), "vmdk",
          "vmdk-parent"),
         (crafted.vdi(image_type=4), "vdi", "vdi-differencing"),
