@@ -37,14 +37,18 @@ LIBVIRT_XML = """<domain type="qemu">
 
 class FakeError(libvirt.libvirtError):
     def __init__(self, msg, code=libvirt.VIR_ERR_INTERNAL_ERROR):
-        super().__init__(msg)
+        super().__init__(msg)  # libvirtError takes the process's last libvirt error as its text: keep ours apart
+        self.message = msg
         self.code = code
+
+    def __str__(self):
+        return self.message
 
     def get_error_code(self):
         return self.code
 
     def get_error_message(self):
-        return str(self)
+        return self.message
 
 
 class FakeSecret:
