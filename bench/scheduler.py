@@ -56,7 +56,7 @@ def ours(j, repeat):
     from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.host_state import host_states
 
     best, answer = None, None
-    for _ in range(repeat):
+    for _attempt in range(repeat):
         states = host_states(j["hosts"])  # fresh: a run consumes resources
         answer, seconds = scenarios.ours(j, states)
         best = seconds if best is None else min(best, seconds)
@@ -65,7 +65,7 @@ def ours(j, repeat):
 
 def nova(runner, j, repeat):
     best, answer = None, None
-    for _ in range(repeat):
+    for _attempt in range(repeat):
         answer = runner.run(j)
         best = answer["seconds"] if best is None else min(best, answer["seconds"])
     return answer, best

@@ -56,7 +56,8 @@ class Host:
         os.chmod(self.base, 0o644)
         self.dir = paths.instance_dir(self.path, self.uuid)
 
-    def claim(self, flavor=FLAVOR):
+    def claim(self, flavor=None):
+        flavor = flavor or FLAVOR
         return claim.claim(self.uuid, flavor, self.path, ratios=RATIOS, reserved=RESERVED, totals=TOTALS)
 
     def ensure(self, **kw):

@@ -16,7 +16,7 @@ PACKAGES=(
   # volumes: iSCSI target + initiator, NBD export
   tgt open-iscsi
   # XML validation against libvirt's schema ships in libvirt-clients (virt-xml-validate) + xmllint
-  libxml2-utils curl make git rsync
+  libxml2-utils curl openssl make git rsync
 )
 
 if [ "$(id -u)" -ne 0 ]; then

@@ -270,7 +270,7 @@ def schedule(job):
         if len(uuids) > 1:
             hosts = SchedulerManager._get_sorted_hosts(manager, spec, hosts, len(uuids) - 1)
         alts = [h.host for h in hosts if h not in chosen][:num_alts]
-        alternates = [alts for _ in chosen]
+        alternates = [alts for _chosen in chosen]
     seconds = time.perf_counter() - start
     hosts = [h.host for h in chosen] if error is None else None  # Nova fails the whole request
     maxrss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

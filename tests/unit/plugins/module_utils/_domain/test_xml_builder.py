@@ -96,8 +96,8 @@ def test_ethernet_tap_is_not_managed_by_libvirt():
     assert iface.find("mtu").get("size") == "1450" and iface.find("driver") is None
 
 
-@pytest.mark.parametrize(("bus", "targets"), [("scsi", ["sda", "sdb", "sdc"]), ("sata", ["sda", "sdb", "sdc"]),
-                                               ("ide", ["hda", "hdb", "hdc"])])
+@pytest.mark.parametrize(("bus", "targets"), [
+    ("scsi", ["sda", "sdb", "sdc"]), ("sata", ["sda", "sdb", "sdc"]), ("ide", ["hda", "hdb", "hdc"])])
 def test_disk_bus_prefixes(bus, targets):
     dom = build(request(image={"properties": {"hw_disk_bus": bus}}))
     assert [t.get("dev") for t in dom.findall("devices/disk/target")] == targets

@@ -19,7 +19,8 @@ RESERVED = {"memory_mb": 512, "disk_mb": 0, "vcpus": 0}
 TOTALS = {"memory_mb": 4096, "disk_gb": 1000, "vcpus": 64}
 
 
-def _claim(path, uuid, flavor=FLAVOR, **kw):
+def _claim(path, uuid, flavor=None, **kw):
+    flavor = flavor or FLAVOR
     kw.setdefault("totals", TOTALS)
     return claim.claim(uuid, flavor, str(path), ratios=RATIOS, reserved=RESERVED, owner=ROOT, **kw)
 

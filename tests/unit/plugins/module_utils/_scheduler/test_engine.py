@@ -67,7 +67,7 @@ def test_host_subset_size_is_random_but_seeded():
              for s in range(20)}
     assert picks == {"h0", "h1", "h2"}
     runs = [hosts_of(Scheduler(host_subset_size=3, seed=5).schedule(fleet(4096, 4096, 4096), spec(count=4)))
-            for _ in range(2)]
+            for _round in range(2)]
     assert runs[0] == runs[1]
 
 

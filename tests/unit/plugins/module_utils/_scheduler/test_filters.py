@@ -100,7 +100,9 @@ def test_extra_specs_operators(value, req, ok):
 
 def test_compute_capabilities_filter():
     h = host(hypervisor_type="QEMU", cpu_info={"arch": "x86_64", "maxphysaddr": {"bits": 46}}, stats={"gpu": "2"})
-    check = lambda specs: passes("ComputeCapabilitiesFilter", h, spec(extra_specs=specs))  # noqa: E731
+    def check(specs):
+        return passes("ComputeCapabilitiesFilter", h, spec(extra_specs=specs))
+
     assert check({"capabilities:hypervisor_type": "s== QEMU", "capabilities:cpu_info:arch": "x86_64"})
     assert not check({"capabilities:cpu_info:arch": "aarch64"})
     assert not check({"capabilities:cpu_info:nothing": "x"})  # a missing capability fails
@@ -112,7 +114,9 @@ def test_compute_capabilities_filter():
 
 def test_image_properties_filter():
     h = host(supported_instances=[["x86_64", "qemu", "hvm"]], hypervisor_version=7002000)
-    check = lambda props, hh=h, **cfg: passes("ImagePropertiesFilter", hh, spec(image={"properties": props}), **cfg)  # noqa: E731
+    def check(props, hh=h, **cfg):
+        return passes("ImagePropertiesFilter", hh, spec(image={"properties": props}), **cfg)
+
     assert check({}) and check({"hw_architecture": "amd64"})  # canonical names
     assert check({"img_hv_type": "QEMU", "hw_vm_mode": "hv"})
     assert not check({"hw_architecture": "aarch64"})
