@@ -77,7 +77,7 @@ def wait_for(dom, wanted, timeout, what):
         time.sleep(POLL)
 
 
-def _bounded(fn, timeout, what):
+def bounded(fn, timeout, what):
     """Run a blocking libvirt call in a thread and give up after ``timeout`` seconds."""
     outcome = {}
 
@@ -114,7 +114,7 @@ class Lifecycle:
         flags = VIR_DOMAIN_START_PAUSED if paused else 0
         wanted = ("paused",) if paused else ("running", "blocked")
         started = time.monotonic()
-        _bounded(lambda: _call(self.libvirt, "starting %s" % dom.name(), dom.createWithFlags, flags),
+        bounded(lambda: _call(self.libvirt, "starting %s" % dom.name(), dom.createWithFlags, flags),
                  self.start_timeout, "starting %s" % dom.name())
         left = max(0.0, self.start_timeout - (time.monotonic() - started))
         if not wait_for(dom, wanted, left, "start"):

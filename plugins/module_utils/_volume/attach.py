@@ -33,7 +33,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.journal imp
 from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
-from ansible_collections.nimbus.compute.plugins.module_utils._domain.lifecycle import _bounded, find
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.lifecycle import bounded, find
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.xml_builder import DISK_BUS_PREFIX
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import LOCK_TIMEOUT, instance_lock
 from ansible_collections.nimbus.compute.plugins.module_utils._volume import common, iscsi, nbd, rbd, secrets
@@ -208,7 +208,7 @@ def probe(conn, disk, arch, timeout):
     libvirt = libvirt_module(STEP)
     flags = VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY
     try:
-        dom = _bounded(lambda: conn.createXML(_to_text(root), flags), timeout, "opening the volume")
+        dom = bounded(lambda: conn.createXML(_to_text(root), flags), timeout, "opening the volume")
     except libvirt.libvirtError as exc:
         raise VolumeError("the volume cannot be opened: %s" % _qemu_reason(exc.get_error_message()))
     except DomainError as exc:  # the bounded wait ran out: make sure no probe domain outlives us

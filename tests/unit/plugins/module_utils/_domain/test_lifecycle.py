@@ -121,7 +121,7 @@ def test_bad_input(conn, uuid):
 def test_bounded_call_times_out():
     started = time.monotonic()
     with pytest.raises(DomainError, match="did not finish within 0 s") as info:
-        lifecycle._bounded(lambda: time.sleep(2), 0.2, "sleeping")
+        lifecycle.bounded(lambda: time.sleep(2), 0.2, "sleeping")
     assert time.monotonic() - started < 1.5 and info.value.retryable is True
 
 
