@@ -16,6 +16,8 @@ import sys
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# Shared helpers (labtools.py, image_corpus.py) import by name under --import-mode=importlib.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 LAB_URI = "qemu:///system"
 
 

@@ -10,6 +10,7 @@ import subprocess
 import time
 
 import pytest
+from labtools import virsh
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 
@@ -33,10 +34,6 @@ def playbook(name, *extra):
     return proc.stdout, int(recap.group(2))
 
 
-def virsh(*args):
-    return subprocess.run(["virsh", "-q", "-c", "qemu:///system", *args], capture_output=True, text=True, check=False)
-
-
 def snapshot():
     """Everything under instances_path except the shared cache, plus libvirt's domain list."""
     found = []
@@ -46,7 +43,7 @@ def snapshot():
             continue
         found += [os.path.normpath(os.path.join(rel, f)) for f in files if not f.startswith("image-")]
         found += [os.path.normpath(os.path.join(rel, d)) + "/" for d in dirs if d != "_base"]
-    return sorted(found), sorted(virsh("list", "--all", "--name").stdout.split())
+    return sorted(found), sorted(virsh("list", "--all", "--name", check=False).stdout.split())
 
 
 def test_demo_boots_is_idempotent_and_deletes_cleanly(guest_images):

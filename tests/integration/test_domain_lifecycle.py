@@ -6,11 +6,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import time
 import uuid as uuidlib
 
 import pytest
+from labtools import virsh
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
@@ -24,11 +24,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GUEST = os.path.join(ROOT, ".cache", "guest")
 
 
-def virsh(*args, check=True):
-    proc = subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=60, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError("virsh %s: %s" % (" ".join(args), proc.stderr))
-    return proc
 
 
 @pytest.fixture(scope="module", autouse=True)

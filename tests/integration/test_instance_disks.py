@@ -15,6 +15,7 @@ import uuid as uuidlib
 
 import pytest
 from ansible.module_utils.testing import patch_module_args
+from labtools import virsh
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
@@ -341,11 +342,6 @@ def test_base_path_outside_base_dir_via_module(host, capsys):
 URI = "qemu:///system"
 
 
-def virsh(*args, check=True):
-    proc = subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=60, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError("virsh %s: %s" % (" ".join(args), proc.stderr))
-    return proc
 
 
 @pytest.fixture

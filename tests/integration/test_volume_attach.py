@@ -14,6 +14,7 @@ import time
 import uuid as uuidlib
 
 import pytest
+from labtools import virsh
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
@@ -33,11 +34,6 @@ ROOT_MARKER = b"NIMBUS-ROOT-DISK v1"
 BOOT_TIMEOUT = 120.0
 
 
-def virsh(*args, check=True):
-    proc = subprocess.run(["virsh", "-c", URI, *args], capture_output=True, text=True, timeout=60, check=False)
-    if check and proc.returncode != 0:
-        raise AssertionError("virsh %s: %s" % (" ".join(args), proc.stderr))
-    return proc
 
 
 @pytest.fixture(scope="module", autouse=True)
