@@ -1,0 +1,118 @@
+"""The roles on their own: molecule scenarios (delegated driver against the lab hypervisors:
+converge, idempotence, verify), argument specs that stop bad variables before anything runs, and the
+network_data.json the server role writes for the guest from its ports."""
+
+from __future__ import annotations
+
+import json
+import re
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+
+import fleet
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+FULL = os.environ.get("NIMBUS_FULL") == "1"
+MOLECULE = os.path.join(fleet.VENV_BIN, "molecule")
+
+
+@pytest.fixture(scope="module")
+def lab_fleet(lab, guest_images):
+    hosts = fleet.hypervisors()
+    for host in hosts.values():
+        fleet.start_one(host)
+        fleet.clean_one(host)
+    yield hosts
+    for host in hosts.values():
+        fleet.clean_one(host)
+
+
+@pytest.mark.skipif(not os.path.exists(MOLECULE), reason="molecule is not installed in .venv")
+@pytest.mark.parametrize("role", [
+    "hypervisor",
+    pytest.param("server", marks=pytest.mark.skipif(not FULL, reason="test_fleet covers it; NIMBUS_FULL=1 runs it")),
+    pytest.param("server_delete", marks=pytest.mark.skipif(not FULL, reason="test_fleet covers it; NIMBUS_FULL=1")),
+])
+def test_molecule_scenario(lab_fleet, role):
+    env = fleet.env(PATH=fleet.VENV_BIN + os.pathsep + os.environ["PATH"], PY_COLORS="0")
+    proc = subprocess.run([MOLECULE, "test"], cwd=os.path.join(ROOT, "roles", role), capture_output=True, text=True,
+                          env=env, timeout=600, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-6000:]
+    for action in ("converge", "idempotence", "verify"):
+        assert re.search(r"%s\W+Executed: Successful" % action, out), action
+
+
+def role_play(tmp_path, role, role_vars):
+    play = [{"name": "Apply " + role, "hosts": "hv1", "gather_facts": False,
+             "tasks": [{"ansible.builtin.include_role": {"name": "nimbus.compute." + role}, "vars": role_vars}]}]
+    path = tmp_path / "play.yml"
+    path.write_text(json.dumps(play))
+    return subprocess.run([os.path.join(fleet.VENV_BIN, "ansible-playbook"), "-i", fleet.INVENTORY, str(path)],
+                          capture_output=True, text=True, env=fleet.env(), timeout=600, check=False)
+
+
+@pytest.mark.parametrize("role_vars, words", [
+    ({"nimbus_server_flavor": {}, "nimbus_server_image": {}}, "nimbus_server_uuid"),
+    ({"nimbus_server_uuid": "x", "nimbus_server_flavor": {}, "nimbus_server_image": {},
+      "nimbus_server_state": "exploded"}, "nimbus_server_state"),
+    ({"nimbus_server_uuid": "x", "nimbus_server_flavor": "m1.tiny", "nimbus_server_image": {}}, "nimbus_server_flavor"),
+])
+def test_server_role_rejects_bad_variables_before_anything_runs(lab_fleet, tmp_path, role_vars, words):
+    before = fleet.snapshot()
+    proc = role_play(tmp_path, "server", role_vars)
+    assert proc.returncode == 2 and "Validating arguments against arg spec" in proc.stdout
+    assert words in proc.stdout and "Claim resources" not in proc.stdout
+    assert fleet.snapshot() == before
+
+
+def test_hypervisor_role_rejects_a_bridge_without_name(lab_fleet, tmp_path):
+    proc = role_play(tmp_path, "hypervisor", {"nimbus_hypervisor_bridges": [{"mtu": 1400}],
+                                              "nimbus_hypervisor_install_packages": False})
+    assert proc.returncode == 2 and "name" in proc.stdout and "Install libvirt" not in proc.stdout
+
+
+@pytest.mark.skipif(shutil.which("xorriso") is None, reason="xorriso reads the config drive")
+def test_config_drive_network_data_from_the_ports(lab_fleet, guest_images, tmp_path):
+    hv = fleet.lab_hostvars("hv1")
+    uuid = "5e1f0c1e-6a41-4c3e-9d51-0c8e5b9a7a10"
+    port = {"id": "9b2f3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d", "network": "netdata", "fixed_ips": [{"ip_address": "10.79.3.7"}],
+            "port_security_enabled": False}
+    role_vars = {
+        "nimbus_server_uuid": uuid, "nimbus_server_state": "defined", "nimbus_server_flavor": fleet.TINY,
+        "nimbus_server_image": guest_images["nimbus_guest_image"],
+        "nimbus_server_kernel_image": guest_images["nimbus_guest_kernel"],
+        "nimbus_server_ramdisk_image": guest_images["nimbus_guest_ramdisk"],
+        "nimbus_server_libvirt_uri": hv["nimbus_libvirt_uri"], "nimbus_server_instances_path": hv["nimbus_instances_path"],
+        "nimbus_server_total_memory_mb": hv["nimbus_total_memory_mb"],
+        "nimbus_server_reserved_host_memory_mb": hv["nimbus_reserved_host_memory_mb"],
+        "nimbus_server_ports": [port],
+        "nimbus_server_networks": [{"name": "netdata", "type": "flat", "cidr": "10.79.0.0/20", "gateway": "10.79.0.1",
+                                    "mtu": 1400}],
+    }
+    proc = role_play(tmp_path, "server", role_vars)
+    try:
+        assert proc.returncode == 0, proc.stdout[-4000:]
+        drive = os.path.join(hv["nimbus_instances_path"], uuid, "disk.config")
+        out = tmp_path / "network_data.json"
+        subprocess.run(["xorriso", "-osirrox", "on", "-indev", drive, "-extract",
+                        "/openstack/latest/network_data.json", str(out)], check=True, capture_output=True)
+        data = json.loads(out.read_text())
+        xml = fleet.virsh(hv["nimbus_libvirt_uri"], "dumpxml", "instance-" + uuid).stdout
+        [link] = data["links"]
+        assert link["ethernet_mac_address"] in xml and link["vif_id"] == port["id"] and link["mtu"] == 1400
+        [network] = data["networks"]
+        assert network == {"id": "network0", "type": "ipv4", "link": link["id"], "ip_address": "10.79.3.7",
+                           "netmask": "255.255.240.0", "network_id": "netdata",
+                           "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.79.0.1"}]}
+    finally:
+        role_play(tmp_path, "server_delete", {"nimbus_server_uuid": uuid, "nimbus_server_libvirt_uri": hv["nimbus_libvirt_uri"],
+                                              "nimbus_server_instances_path": hv["nimbus_instances_path"]})
+    assert uuid not in fleet.instance_dirs("hv1")
