@@ -24,8 +24,6 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 GUEST = os.path.join(ROOT, ".cache", "guest")
 
 
-
-
 @pytest.fixture(scope="module", autouse=True)
 def lab():
     if shutil.which("virsh") is None or virsh("version", check=False).returncode != 0:

@@ -342,8 +342,6 @@ def test_base_path_outside_base_dir_via_module(host, capsys):
 URI = "qemu:///system"
 
 
-
-
 @pytest.fixture
 def boot_host():
     if not os.path.exists(os.path.join(GUEST, "vmlinuz")):

@@ -34,8 +34,6 @@ ROOT_MARKER = b"NIMBUS-ROOT-DISK v1"
 BOOT_TIMEOUT = 120.0
 
 
-
-
 @pytest.fixture(scope="module", autouse=True)
 def lab():
     if shutil.which("virsh") is None or virsh("version", check=False).returncode != 0:

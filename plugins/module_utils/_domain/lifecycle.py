@@ -115,7 +115,7 @@ class Lifecycle:
         wanted = ("paused",) if paused else ("running", "blocked")
         started = time.monotonic()
         bounded(lambda: _call(self.libvirt, "starting %s" % dom.name(), dom.createWithFlags, flags),
-                 self.start_timeout, "starting %s" % dom.name())
+                self.start_timeout, "starting %s" % dom.name())
         left = max(0.0, self.start_timeout - (time.monotonic() - started))
         if not wait_for(dom, wanted, left, "start"):
             raise _fail("%s did not reach state %s within %.0f s (now %s)"

@@ -100,6 +100,7 @@ def test_extra_specs_operators(value, req, ok):
 
 def test_compute_capabilities_filter():
     h = host(hypervisor_type="QEMU", cpu_info={"arch": "x86_64", "maxphysaddr": {"bits": 46}}, stats={"gpu": "2"})
+
     def check(specs):
         return passes("ComputeCapabilitiesFilter", h, spec(extra_specs=specs))
 
@@ -114,6 +115,7 @@ def test_compute_capabilities_filter():
 
 def test_image_properties_filter():
     h = host(supported_instances=[["x86_64", "qemu", "hvm"]], hypervisor_version=7002000)
+
     def check(props, hh=h, **cfg):
         return passes("ImagePropertiesFilter", hh, spec(image={"properties": props}), **cfg)
 
