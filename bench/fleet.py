@@ -1,0 +1,120 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""Create and delete 20 servers over the 3 lab hypervisors in one play, against one server alone.
+
+    python bench/fleet.py [--count 20] [--state running|defined] [--forks 25]
+
+Reports the wall time of each play, the time per server and where it goes (scheduling, image cache,
+network, disks, XML, define, start), the sum of the single-server floor over all servers, and the
+two targets of the issue: scheduling < 1 % of the total, and N servers < 3x one server. The last line
+is machine-readable.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+
+import fleet
+
+STEPS = ("claim", "image_cache", "network", "instance_disks", "domain_xml", "domain", "volumes", "start")
+
+
+def images():
+    subprocess.run([os.path.join(fleet.VENV_BIN, "python"), os.path.join(ROOT, "tests", "lab", "guest_image.py")],
+                   check=True, capture_output=True, timeout=900)
+    with open(os.path.join(ROOT, ".cache", "guest", "images.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def play(name, req, workdir, forks):
+    summary = os.path.join(workdir, "%s-%s.json" % (name, req["name"]))
+    argv = fleet.playbook_argv(name, fleet.INVENTORY, req, summary if name == "create_server.yml" else None)
+    started = time.monotonic()
+    proc = subprocess.run(argv, capture_output=True, text=True, env=dict(fleet.env(), ANSIBLE_FORKS=str(forks)),
+                          timeout=3600, check=False)
+    wall = time.monotonic() - started
+    if proc.returncode != 0:
+        sys.exit("%s failed:\n%s" % (name, proc.stdout[-4000:] + proc.stderr[-2000:]))
+    data = None
+    if os.path.exists(summary):
+        with open(summary, encoding="utf-8") as handle:
+            data = json.load(handle)
+    return wall, data
+
+
+def step_means(servers):
+    return {step: statistics.mean(s["timings"].get(step, 0.0) for s in servers) for step in STEPS}
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--count", type=int, default=20)
+    parser.add_argument("--state", choices=["running", "defined"], default="running")
+    parser.add_argument("--forks", type=int, default=25)
+    args = parser.parse_args()
+    for host in fleet.hypervisors().values():
+        fleet.start_one(host)
+        fleet.clean_one(host)
+    recs = images()
+    base = {"flavor": dict(fleet.TINY), "image": recs["nimbus_guest_image"], "kernel_image": recs["nimbus_guest_kernel"],
+            "ramdisk_image": recs["nimbus_guest_ramdisk"], "state": args.state}
+    with tempfile.TemporaryDirectory(prefix="nimbus-bench-fleet-") as workdir:
+        # Warm every host's image cache first, so both runs measure builds, not the first download.
+        warm = dict(base, name="bench-warm", count=3, hints={"group": {"name": "warm", "policy": "anti-affinity"}})
+        play("create_server.yml", warm, workdir, args.forks)
+        play("delete_server.yml", {"name": "bench-warm", "count": 3}, workdir, args.forks)
+
+        one_wall, one = play("create_server.yml", dict(base, name="bench-one", count=1), workdir, args.forks)
+        one_del, _unused = play("delete_server.yml", {"name": "bench-one", "count": 1}, workdir, args.forks)
+        many_wall, many = play("create_server.yml", dict(base, name="bench-many", count=args.count), workdir, args.forks)
+        many_del, _unused = play("delete_server.yml", {"name": "bench-many", "count": args.count}, workdir, args.forks)
+
+    servers = many["servers"]
+    failed = [s for s in servers if s["failed"]]
+    hosts = {}
+    for s in servers:
+        hosts[s["host"]] = hosts.get(s["host"], 0) + 1
+    one_server = one["servers"][0]
+    floor = step_means([one_server])
+    mean = step_means(servers)
+    per_server = [s["seconds"] for s in servers]
+    sched_pct = 100.0 * many["schedule_seconds"] / many_wall
+    ratio = many_wall / one_wall
+
+    print("nimbus.compute fleet benchmark: %d servers (%s) over %d hypervisors, forks %d, %d CPUs"
+          % (args.count, args.state, len(fleet.hypervisors()), args.forks, os.cpu_count()))
+    print("placement: %s; failed: %d" % (", ".join("%s=%d" % kv for kv in sorted(hosts.items())), len(failed)))
+    print()
+    print("%-16s %10s %12s %12s" % ("play", "wall s", "per server s", "vs 1 server"))
+    print("%-16s %10.1f %12.1f %12s" % ("create 1", one_wall, one_server["seconds"], "1.00x"))
+    print("%-16s %10.1f %12.1f %11.2fx" % ("create %d" % args.count, many_wall, statistics.mean(per_server), ratio))
+    print("%-16s %10.1f %12s %12s" % ("delete 1", one_del, "", "1.00x"))
+    print("%-16s %10.1f %12s %11.2fx" % ("delete %d" % args.count, many_del, "", many_del / one_del))
+    print("sum of %d single-server floors: %.1f s (create %d in one play: %.1f s, %.1f%% of it)"
+          % (args.count, args.count * one_wall, args.count, many_wall, 100.0 * many_wall / (args.count * one_wall)))
+    print()
+    print("%-16s %12s %14s" % ("step (mean s)", "1 server", "%d servers" % args.count))
+    print("%-16s %12.4f %14.4f" % ("scheduling", one["schedule_seconds"], many["schedule_seconds"]))
+    for step in STEPS:
+        print("%-16s %12.3f %14.3f" % (step, floor[step], mean[step]))
+    print("%-16s %12.3f %14.3f" % ("build total", one_server["seconds"], statistics.mean(per_server)))
+    print()
+    print("targets: scheduling %.3f%% of the total (< 1%%: %s); %d servers take %.2fx one server (< 3x: %s)"
+          % (sched_pct, sched_pct < 1.0, args.count, ratio, ratio < 3.0))
+    print("fleet_%d create_s=%.1f one_s=%.1f ratio=%.2f schedule_pct=%.3f delete_s=%.1f failed=%d"
+          % (args.count, many_wall, one_wall, ratio, sched_pct, many_del, len(failed)))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
