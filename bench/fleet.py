@@ -37,19 +37,12 @@ def images():
 
 
 def play(name, req, workdir, forks):
-    summary = os.path.join(workdir, "%s-%s.json" % (name, req["name"]))
-    argv = fleet.playbook_argv(name, fleet.INVENTORY, req, summary if name == "create_server.yml" else None)
     started = time.monotonic()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=dict(fleet.env(), ANSIBLE_FORKS=str(forks)),
-                          timeout=3600, check=False)
+    proc, summary = fleet.run_playbook(name, fleet.INVENTORY, req, workdir, expect_rc=None, timeout=3600, forks=forks)
     wall = time.monotonic() - started
     if proc.returncode != 0:
         sys.exit("%s failed:\n%s" % (name, proc.stdout[-4000:] + proc.stderr[-2000:]))
-    data = None
-    if os.path.exists(summary):
-        with open(summary, encoding="utf-8") as handle:
-            data = json.load(handle)
-    return wall, data
+    return wall, summary
 
 
 def step_means(servers):
@@ -62,9 +55,8 @@ def main():
     parser.add_argument("--state", choices=["running", "defined"], default="running")
     parser.add_argument("--forks", type=int, default=25)
     args = parser.parse_args()
-    for host in fleet.hypervisors().values():
-        fleet.start_one(host)
-        fleet.clean_one(host)
+    lab = fleet.prepared()
+    next(lab)
     recs = images()
     base = {"flavor": dict(fleet.TINY), "image": recs["nimbus_guest_image"], "kernel_image": recs["nimbus_guest_kernel"],
             "ramdisk_image": recs["nimbus_guest_ramdisk"], "state": args.state}
@@ -79,6 +71,7 @@ def main():
         many_wall, many = play("create_server.yml", dict(base, name="bench-many", count=args.count), workdir, args.forks)
         many_del, _unused = play("delete_server.yml", {"name": "bench-many", "count": args.count}, workdir, args.forks)
 
+    next(lab, None)  # empty the lab hypervisors again
     servers = many["servers"]
     failed = [s for s in servers if s["failed"]]
     hosts = {}

@@ -29,13 +29,7 @@ NO_IO_OPS = {"weight_multipliers": {"IoOpsWeigher": 0.0}}
 
 @pytest.fixture(scope="module")
 def lab_fleet(lab):
-    hosts = fleet.hypervisors()
-    for host in hosts.values():
-        fleet.start_one(host)
-        fleet.clean_one(host)
-    yield hosts
-    for host in hosts.values():
-        fleet.clean_one(host)
+    yield from fleet.prepared()
 
 
 @pytest.fixture
@@ -223,8 +217,8 @@ def test_killed_play_converges_on_rerun(clean_fleet, guest_images, tmp_path):
     os.killpg(proc.pid, signal.SIGKILL)
     proc.wait()
     _proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
-    assert sorted(s["name"] for s in summary["servers"] if not s["failed"]) == ["fleet-kill-1", "fleet-kill-2",
-                                                                                  "fleet-kill-3"]
+    built = sorted(s["name"] for s in summary["servers"] if not s["failed"])
+    assert built == ["fleet-kill-1", "fleet-kill-2", "fleet-kill-3"]
     uuids = {s["uuid"] for s in summary["servers"]}
     found = set()
     for host in clean_fleet:

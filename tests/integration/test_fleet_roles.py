@@ -5,8 +5,8 @@ network_data.json the server role writes for the guest from its ports."""
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -25,13 +25,7 @@ MOLECULE = os.path.join(fleet.VENV_BIN, "molecule")
 
 @pytest.fixture(scope="module")
 def lab_fleet(lab, guest_images):
-    hosts = fleet.hypervisors()
-    for host in hosts.values():
-        fleet.start_one(host)
-        fleet.clean_one(host)
-    yield hosts
-    for host in hosts.values():
-        fleet.clean_one(host)
+    yield from fleet.prepared()
 
 
 @pytest.mark.skipif(not os.path.exists(MOLECULE), reason="molecule is not installed in .venv")

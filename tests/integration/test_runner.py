@@ -25,13 +25,7 @@ def lab_fleet(lab):
     # Runner looks for ansible-playbook / ansible on PATH, as in an execution environment.
     patch = pytest.MonkeyPatch()
     patch.setenv("PATH", fleet.VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
-    hosts = fleet.hypervisors()
-    for host in hosts.values():
-        fleet.start_one(host)
-        fleet.clean_one(host)
-    yield hosts
-    for host in hosts.values():
-        fleet.clean_one(host)
+    yield from fleet.prepared()
     patch.undo()
 
 

@@ -192,9 +192,22 @@ TINY = {"name": "f1.tiny", "vcpus": 1, "memory_mb": 128, "root_gb": 1, "ephemera
 
 
 def env(**extra):
-    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
-                ANSIBLE_FORCE_COLOR="0", ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_FORKS="10",
-                ANSIBLE_HOST_KEY_CHECKING="False", **extra)
+    variables = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
+                     ANSIBLE_FORCE_COLOR="0", ANSIBLE_STDOUT_CALLBACK="default", ANSIBLE_FORKS="10",
+                     ANSIBLE_HOST_KEY_CHECKING="False")
+    variables.update(extra)
+    return variables
+
+
+def prepared():
+    """Generator for a test fixture: the lab daemons answering and empty, emptied again afterwards."""
+    hosts = hypervisors()
+    for host in hosts.values():
+        start_one(host)
+        clean_one(host)
+    yield hosts
+    for host in hosts.values():
+        clean_one(host)
 
 
 def request(images, name, count=1, **extra):
@@ -212,11 +225,11 @@ def playbook_argv(name, inventory, req, summary=None, *extra):
     return argv + list(extra)
 
 
-def run_playbook(name, inventory, req, tmp_path, *extra, expect_rc=0, timeout=600):
+def run_playbook(name, inventory, req, tmp_path, *extra, expect_rc=0, timeout=600, forks=10):
     """Runs a playbook; returns (process, summary dict or None)."""
     summary = os.path.join(str(tmp_path), "summary-%s-%d.json" % (req["name"], time.monotonic_ns()))
     proc = subprocess.run(playbook_argv(name, inventory, req, summary, *extra), capture_output=True, text=True,
-                          env=env(), timeout=timeout, check=False)
+                          env=env(ANSIBLE_FORKS=str(forks)), timeout=timeout, check=False)
     if expect_rc is not None:
         assert proc.returncode == expect_rc, proc.stdout[-6000:] + proc.stderr[-3000:]
     data = None

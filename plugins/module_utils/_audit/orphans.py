@@ -102,8 +102,8 @@ def scan(instances_path, domains, min_age=0.0, now=None):
         lock = os.path.join(locks, name)
         if match and match.group(1) not in dirs and match.group(1) not in domains and (_age(lock, now) or 0) >= min_age:
             report["stale_locks"].append(lock)
-    report["orphans"] = sum(len(report[k]) for k in ("domains_without_dir", "dirs_without_domain", "stale_locks",
-                                                      "stale_temp"))
+    kinds = ("domains_without_dir", "dirs_without_domain", "stale_locks", "stale_temp")
+    report["orphans"] = sum(len(report[k]) for k in kinds)
     return report
 
 
