@@ -143,7 +143,8 @@ def test_bad_image_fails_once_without_rescheduling(clean_fleet, guest_images, tm
     inv = fleet.inventory(tmp_path)
     image = dict(guest_images["nimbus_guest_image"], checksum="sha256:" + "0" * 64, id="fleet-bad-checksum")
     req = fleet.request(guest_images, "fleet-bad", image=image, state="defined")
-    proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path, expect_rc=2)
+    # By its collection name, as users run it.
+    proc, summary = fleet.run_playbook("nimbus.compute.create_server", inv, req, tmp_path, expect_rc=2)
     [server] = summary["servers"]
     assert server["failed"] and len(server["attempts"]) == 1
     assert server["attempts"][0]["failed_step"] == "image_cache" and server["attempts"][0]["reschedule"] is False

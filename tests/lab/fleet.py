@@ -218,7 +218,9 @@ def request(images, name, count=1, **extra):
 
 
 def playbook_argv(name, inventory, req, summary=None, *extra):
-    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, os.path.join(ROOT, "playbooks", name),
+    # "create_server.yml" is the file in playbooks/, "nimbus.compute.create_server" the collection's playbook.
+    playbook = os.path.join(ROOT, "playbooks", name) if name.endswith(".yml") else name
+    argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", inventory, playbook,
             "-e", json.dumps({"nimbus_request": req})]
     if summary:
         argv += ["-e", "nimbus_summary_path=%s" % summary]
