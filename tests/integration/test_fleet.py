@@ -100,6 +100,33 @@ def test_create_boot_converge_and_delete(clean_fleet, guest_images, tmp_path):
         assert fleet.host_domains(host) == set() and fleet.instance_dirs(host) == set()
 
 
+def test_volume_attached_before_the_first_boot(clean_fleet, guest_images, tmp_path):
+    sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
+    import volumes
+
+    backing = tmp_path / "volume.raw"
+    backing.write_bytes(b"\0" * (8 << 20))
+    inv = fleet.inventory(tmp_path)
+    with volumes.NbdExport(str(backing)) as export:
+        req = fleet.request(guest_images, "fleet-vol",
+                            volumes=[{"volume_id": "fleet-nbd-1", "connection_info": export.connection_info()}])
+        _proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
+        [server] = summary["servers"]
+        assert not server["failed"] and server["attempts"][0]["volumes"] == ["fleet-nbd-1"]
+        xml = fleet.virsh(clean_fleet[server["host"]]["uri"], "dumpxml", "instance-" + server["uuid"]).stdout
+        assert "ua-volume-fleet-nbd-1" in xml and "protocol='nbd'" in xml
+        console = os.path.join(clean_fleet[server["host"]]["instances_path"], server["uuid"], "console.log")
+        deadline, text = time.monotonic() + 90, ""
+        while time.monotonic() < deadline and "nimbus-guest: ready" not in text:
+            time.sleep(1)
+            with open(console, errors="replace") as handle:
+                text = handle.read()
+        # The guest found the volume at boot: it was attached to the definition before the first start.
+        assert "bytes=%d" % (8 << 20) in text
+        fleet.run_playbook("delete_server.yml", inv, req, tmp_path)
+    assert fleet.host_domains(server["host"]) == set() and fleet.instance_dirs(server["host"]) == set()
+
+
 def test_reschedule_when_the_claim_is_refused(clean_fleet, guest_images, tmp_path):
     inv = fleet.inventory(tmp_path)
     req = fleet.request(guest_images, "fleet-claim", state="defined", scheduler=NO_IO_OPS)
