@@ -110,3 +110,26 @@ def test_config_drive_network_data_from_the_ports(lab_fleet, guest_images, tmp_p
         role_play(tmp_path, "server_delete", {"nimbus_server_uuid": uuid, "nimbus_server_libvirt_uri": hv["nimbus_libvirt_uri"],
                                               "nimbus_server_instances_path": hv["nimbus_instances_path"]})
     assert uuid not in fleet.instance_dirs("hv1")
+
+
+def test_module_defaults_groups_set_uri_and_path_once(lab_fleet, tmp_path):
+    marker = os.path.join(lab_fleet["hv2"]["instances_path"], "0e0e0e0e-0000-4000-8000-0000000000aa")
+    os.makedirs(marker)
+    play = [{"name": "module_defaults", "hosts": "hypervisors", "gather_facts": False,
+             "module_defaults": {"group/nimbus.compute.libvirt": {"libvirt_uri": "{{ nimbus_libvirt_uri }}"},
+                                 "group/nimbus.compute.instances": {"instances_path": "{{ nimbus_instances_path }}"}},
+             "tasks": [{"nimbus.compute.hypervisor_info": {}},
+                       {"nimbus.compute.host_audit": {}, "register": "audit"},
+                       {"ansible.builtin.debug": {"msg": "AUDIT {{ inventory_hostname }} {{ audit.dirs_without_domain"
+                                                         " | map(attribute='uuid') | list | to_json }}"}}]}]
+    path = tmp_path / "defaults.yml"
+    path.write_text(json.dumps(play))
+    try:
+        proc = subprocess.run([os.path.join(fleet.VENV_BIN, "ansible-playbook"), "-i", fleet.INVENTORY, str(path)],
+                              capture_output=True, text=True, env=fleet.env(), timeout=300, check=False)
+    finally:
+        os.rmdir(marker)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    found = dict(re.findall(r'"AUDIT (hv\d) (\[.*?\])"', proc.stdout))
+    assert {h: json.loads(v.replace('\\"', '"')) for h, v in found.items()} == {
+        "hv1": [], "hv2": ["0e0e0e0e-0000-4000-8000-0000000000aa"], "hv3": []}
