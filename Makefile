@@ -10,7 +10,7 @@ export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export PATH := $(VENV)/bin:$(PATH)
 
-.PHONY: help setup packages venv link lab image nova-venv demo demo-clean test unit integration lint sanity ruff ansible-lint bench test-full clean
+.PHONY: help setup packages venv link lab image nova-venv fleet demo demo-clean test unit integration lint sanity ruff ansible-lint bench test-full clean
 
 help:
 	@echo "make demo   - set up this machine and boot a real server from the embedded image"
@@ -39,11 +39,15 @@ lab: packages
 image: venv
 	@$(PY) tests/lab/guest_image.py
 
+# Three emulated hypervisors (own libvirtd each, own mount namespace): docs/fleet.md
+fleet: link lab
+	@$(PY) tests/lab/fleet.py start
+
 # Nova 34 from PyPI in its own venv, only for the equivalence tests and the scheduler benchmark.
 nova-venv:
 	@bash tests/nova/setup_venv.sh
 
-setup: venv link lab image nova-venv
+setup: venv link lab image nova-venv fleet
 
 demo: setup
 	ansible-playbook -i localhost, -c local playbooks/demo.yml -e @.cache/guest/images.json

@@ -43,21 +43,21 @@ PLAY = """
       ansible.builtin.include_role:
         name: nimbus.compute.server
       vars:
-        nimbus_server_uuid: "{{ bench_uuid }}"
-        nimbus_server_flavor: "{{ bench_flavor }}"
-        nimbus_server_image: "{{ bench_image }}"
-        nimbus_server_kernel_image: "{{ nimbus_guest_kernel }}"
-        nimbus_server_ramdisk_image: "{{ nimbus_guest_ramdisk }}"
-        nimbus_server_instances_path: "{{ bench_instances }}"
-        nimbus_server_config_drive: false
-        nimbus_server_reserved_host_memory_mb: 0
+        server_uuid: "{{ bench_uuid }}"
+        server_flavor: "{{ bench_flavor }}"
+        server_image: "{{ bench_image }}"
+        server_kernel_image: "{{ nimbus_guest_kernel }}"
+        server_ramdisk_image: "{{ nimbus_guest_ramdisk }}"
+        server_instances_path: "{{ bench_instances }}"
+        server_config_drive: false
+        server_reserved_host_memory_mb: 0
     - name: Delete
       ansible.builtin.include_role:
         name: nimbus.compute.server_delete
       vars:
-        nimbus_server_uuid: "{{ bench_uuid }}"
-        nimbus_server_instances_path: "{{ bench_instances }}"
-        nimbus_server_shutdown_timeout: 1
+        server_delete_uuid: "{{ bench_uuid }}"
+        server_delete_instances_path: "{{ bench_instances }}"
+        server_delete_shutdown_timeout: 1
 """
 
 

@@ -57,7 +57,7 @@ EXAMPLES = r"""
   ansible.builtin.include_role:
     name: nimbus.compute.server_delete
   vars:
-    nimbus_server_uuid: "{{ item.uuid }}"
+    server_delete_uuid: "{{ item.uuid }}"
   loop: "{{ audit.dirs_without_domain }}"
 """
 

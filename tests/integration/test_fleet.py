@@ -218,11 +218,9 @@ def test_concurrent_requests_for_one_slot_too_many(clean_fleet, guest_images, tm
         used = claim_lib.host_claims(clean_fleet[host]["instances_path"])
         assert sum(c["memory_mb"] for c in used.values()) <= 1024 - 256
         report = fleet.audit(host)
-        # A refused claim leaves locks/<uuid>.lock (see test_refused_claim_leaves_no_lock_file).
-        assert report["orphans"] == len(report["stale_locks"]), report
+        assert report["orphans"] == 0, report
 
 
-@pytest.mark.xfail(strict=True, reason="instance_claim keeps locks/<uuid>.lock after a refused claim (reported)")
 def test_refused_claim_leaves_no_lock_file(clean_fleet):
     filler, refused = "0f0f0f0f-0000-4000-8000-00000000f222", "0f0f0f0f-0000-4000-8000-00000000f333"
     fill_host("hv1", filler)
@@ -251,7 +249,6 @@ def test_killed_play_converges_on_rerun(clean_fleet, guest_images, tmp_path):
     found = set()
     for host in clean_fleet:
         report = fleet.audit(host)
-        # A refused claim leaves locks/<uuid>.lock (see test_refused_claim_leaves_no_lock_file).
-        assert report["orphans"] == len(report["stale_locks"]), report
+        assert report["orphans"] == 0, report
         found |= set(report["servers"])
     assert found == uuids

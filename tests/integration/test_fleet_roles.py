@@ -54,10 +54,10 @@ def role_play(tmp_path, role, role_vars):
 
 
 @pytest.mark.parametrize("role_vars, words", [
-    ({"nimbus_server_flavor": {}, "nimbus_server_image": {}}, "nimbus_server_uuid"),
-    ({"nimbus_server_uuid": "x", "nimbus_server_flavor": {}, "nimbus_server_image": {},
-      "nimbus_server_state": "exploded"}, "nimbus_server_state"),
-    ({"nimbus_server_uuid": "x", "nimbus_server_flavor": "m1.tiny", "nimbus_server_image": {}}, "nimbus_server_flavor"),
+    ({"server_flavor": {}, "server_image": {}}, "server_uuid"),
+    ({"server_uuid": "x", "server_flavor": {}, "server_image": {},
+      "server_state": "exploded"}, "server_state"),
+    ({"server_uuid": "x", "server_flavor": "m1.tiny", "server_image": {}}, "server_flavor"),
 ])
 def test_server_role_rejects_bad_variables_before_anything_runs(lab_fleet, tmp_path, role_vars, words):
     before = fleet.snapshot()
@@ -68,8 +68,8 @@ def test_server_role_rejects_bad_variables_before_anything_runs(lab_fleet, tmp_p
 
 
 def test_hypervisor_role_rejects_a_bridge_without_name(lab_fleet, tmp_path):
-    proc = role_play(tmp_path, "hypervisor", {"nimbus_hypervisor_bridges": [{"mtu": 1400}],
-                                              "nimbus_hypervisor_install_packages": False})
+    proc = role_play(tmp_path, "hypervisor", {"hypervisor_bridges": [{"mtu": 1400}],
+                                              "hypervisor_install_packages": False})
     assert proc.returncode == 2 and "name" in proc.stdout and "Install libvirt" not in proc.stdout
 
 
@@ -80,16 +80,16 @@ def test_config_drive_network_data_from_the_ports(lab_fleet, guest_images, tmp_p
     port = {"id": "9b2f3c4d-5e6f-4a1b-8c2d-3e4f5a6b7c8d", "network": "netdata", "fixed_ips": [{"ip_address": "10.79.3.7"}],
             "port_security_enabled": False}
     role_vars = {
-        "nimbus_server_uuid": uuid, "nimbus_server_state": "defined", "nimbus_server_flavor": fleet.TINY,
-        "nimbus_server_image": guest_images["nimbus_guest_image"],
-        "nimbus_server_kernel_image": guest_images["nimbus_guest_kernel"],
-        "nimbus_server_ramdisk_image": guest_images["nimbus_guest_ramdisk"],
-        "nimbus_server_libvirt_uri": hv["nimbus_libvirt_uri"], "nimbus_server_instances_path": hv["nimbus_instances_path"],
-        "nimbus_server_total_memory_mb": hv["nimbus_total_memory_mb"],
-        "nimbus_server_reserved_host_memory_mb": hv["nimbus_reserved_host_memory_mb"],
-        "nimbus_server_ports": [port],
-        "nimbus_server_networks": [{"name": "netdata", "type": "flat", "cidr": "10.79.0.0/20", "gateway": "10.79.0.1",
-                                    "mtu": 1400}],
+        "server_uuid": uuid, "server_state": "defined", "server_flavor": fleet.TINY,
+        "server_image": guest_images["nimbus_guest_image"],
+        "server_kernel_image": guest_images["nimbus_guest_kernel"],
+        "server_ramdisk_image": guest_images["nimbus_guest_ramdisk"],
+        "server_libvirt_uri": hv["nimbus_libvirt_uri"], "server_instances_path": hv["nimbus_instances_path"],
+        "server_total_memory_mb": hv["nimbus_total_memory_mb"],
+        "server_reserved_host_memory_mb": hv["nimbus_reserved_host_memory_mb"],
+        "server_ports": [port],
+        "server_networks": [{"name": "netdata", "type": "flat", "cidr": "10.79.0.0/20", "gateway": "10.79.0.1",
+                             "mtu": 1400}],
     }
     proc = role_play(tmp_path, "server", role_vars)
     try:
@@ -107,8 +107,9 @@ def test_config_drive_network_data_from_the_ports(lab_fleet, guest_images, tmp_p
                            "netmask": "255.255.240.0", "network_id": "netdata",
                            "routes": [{"network": "0.0.0.0", "netmask": "0.0.0.0", "gateway": "10.79.0.1"}]}
     finally:
-        role_play(tmp_path, "server_delete", {"nimbus_server_uuid": uuid, "nimbus_server_libvirt_uri": hv["nimbus_libvirt_uri"],
-                                              "nimbus_server_instances_path": hv["nimbus_instances_path"]})
+        role_play(tmp_path, "server_delete", {"server_delete_uuid": uuid,
+                                              "server_delete_libvirt_uri": hv["nimbus_libvirt_uri"],
+                                              "server_delete_instances_path": hv["nimbus_instances_path"]})
     assert uuid not in fleet.instance_dirs("hv1")
 
 

@@ -95,7 +95,7 @@ fi
 ip link set lo up
 # network_data.json (Nova's format): links give MACs, networks give static IPv4 per link.
 if [ -n "$cfg" ] && [ -f "$cfg/network_data.json" ]; then
-  tr '{}[]' '\n\n\n\n' < "$cfg/network_data.json" | awk -F, '
+  tr -d '\n' < "$cfg/network_data.json" | tr '{}[]' '\n\n\n\n' | awk -F, '
     function val(k,   i, kv) {
       for (i = 1; i <= NF; i++) { if ($i ~ "\"" k "\" *:") { kv = $i; sub(/^[^:]*: */, "", kv); gsub(/"| /, "", kv); return kv } }
       return "" }

@@ -153,9 +153,23 @@ def claim(instance_uuid, flavor, instances_path, *, libvirt_uri="qemu:///system"
         return _decide(instance_uuid, inst_dir, instances_path, request=request, record=record, host=host,
                        ratios=ratios, reserved=reserved, owner=None)
     owner = owner or qemu_owner()
-    with layout.instance_lock(instances_path, instance_uuid, STEP), layout.host_lock(instances_path, STEP):
-        return _decide(instance_uuid, inst_dir, instances_path, request=request, record=record, host=host,
-                       ratios=ratios, reserved=reserved, owner=owner)
+    lock = layout.instance_lock(instances_path, instance_uuid, STEP)
+    with lock, layout.host_lock(instances_path, STEP):
+        try:
+            return _decide(instance_uuid, inst_dir, instances_path, request=request, record=record, host=host,
+                           ratios=ratios, reserved=reserved, owner=owner)
+        except ClaimRefused:
+            # Nothing of the server exists on this host: the refusal leaves no lock file either.
+            if not os.path.isdir(inst_dir):
+                _unlink_quietly(lock.path)
+            raise
+
+
+def _unlink_quietly(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
 
 
 def _decide(instance_uuid, inst_dir, instances_path, *, request, record, host, ratios, reserved, owner):
