@@ -35,7 +35,9 @@ def hosts_from_inventory(variables, group):
     hosts, missing = [], []
     for name in groups[group]:
         hv = hostvars.get(name) or {}
-        fact = (hv.get("ansible_facts") or {}).get(FACT) or hv.get(FACT)
+        # The host variable first: a set_fact or inventory override outranks the gathered fact,
+        # as it does everywhere else in Ansible's variable precedence.
+        fact = hv.get(FACT) or (hv.get("ansible_facts") or {}).get(FACT)
         if not fact:
             missing.append(name)
             continue
