@@ -130,7 +130,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import lifecycle
 
 ARGUMENT_SPEC = spec(
@@ -151,8 +151,8 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
         result = lifecycle.run(module.params, check_mode=module.check_mode)
-    except NimbusError as err:
-        module.fail_json(**err.result())
+    except (NimbusError, OSError) as err:
+        module.fail_json(**failure(err, lifecycle.STEP))
     if result.get("pending_restart"):
         module.warn("the domain definition changed while it is active: the change applies on its next boot")
     if not module._diff:

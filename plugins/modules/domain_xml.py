@@ -150,7 +150,7 @@ validated:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import xml_builder
 
 ARGUMENT_SPEC = spec(
@@ -178,8 +178,8 @@ def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
         result = xml_builder.write_domain_xml(module.params, check_mode=module.check_mode)
-    except NimbusError as err:
-        module.fail_json(**err.result())
+    except (NimbusError, OSError) as err:
+        module.fail_json(**failure(err, xml_builder.STEP))
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

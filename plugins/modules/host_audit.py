@@ -104,8 +104,7 @@ from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._audit.orphans import STEP, audit
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
-from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import failure
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 
 ARGUMENT_SPEC = spec(
     CONNECTION_ARGS,

@@ -127,7 +127,7 @@ ansible_facts:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._hypervisor.facts import gather
 
 ARGUMENT_SPEC = spec(
@@ -153,11 +153,9 @@ def main():
     try:
         facts = gather(p["libvirt_uri"], p["instances_path"],
                        **{k: v for k, v in p.items() if k not in ("libvirt_uri", "instances_path")})
-    except NimbusError as err:
-        module.fail_json(**err.result())
-    except OSError as err:
-        module.fail_json(msg="hypervisor_info: %s: %s" % (err.strerror or err, err.filename or ""), failed_step="hypervisor_info",
-                         reschedule=True)
+    except (NimbusError, OSError) as err:
+        # An unreadable host is worth trying elsewhere: reschedule on OS errors.
+        module.fail_json(**failure(err, "hypervisor_info", retryable=True))
     module.exit_json(changed=False, ansible_facts={"nimbus_hypervisor": facts})
 
 

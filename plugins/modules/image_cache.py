@@ -142,7 +142,7 @@ rule:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._image.cache import FORMATS, ImageRequest, ensure_cached
 
 ARGUMENT_SPEC = spec(
@@ -168,10 +168,8 @@ def main():
         request = ImageRequest(params.pop("image_id"), params.pop("src"), params.pop("disk_format"), **params)
         result = ensure_cached(request, check_mode=module.check_mode)
         module.exit_json(**result)
-    except NimbusError as err:
-        module.fail_json(**err.result())
-    except OSError as err:
-        module.fail_json(msg="image_cache: %s" % err, failed_step="image_cache", reschedule=False)
+    except (NimbusError, OSError) as err:
+        module.fail_json(**failure(err, "image_cache"))
 
 
 if __name__ == "__main__":

@@ -84,7 +84,7 @@ busy:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._image.cleanup import (
     DEFAULT_MIN_AGE,
     DEFAULT_PART_MIN_AGE,
@@ -112,10 +112,8 @@ def main():
             check_mode=module.check_mode,
         )
         module.exit_json(**result)
-    except NimbusError as err:
-        module.fail_json(**err.result())
-    except OSError as err:
-        module.fail_json(msg="%s: %s" % (STEP_CLEANUP, err), failed_step=STEP_CLEANUP, reschedule=False)
+    except (NimbusError, OSError) as err:
+        module.fail_json(**failure(err, STEP_CLEANUP))
 
 
 if __name__ == "__main__":

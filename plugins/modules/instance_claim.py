@@ -132,9 +132,8 @@ kept_because:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim
-from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import failure
 
 ARGUMENT_SPEC = spec(
     CONNECTION_ARGS,

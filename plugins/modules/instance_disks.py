@@ -151,9 +151,8 @@ failed_step:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import disks
-from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import failure
 
 ARGUMENT_SPEC = spec(
     INSTANCES_PATH_ARGS,

@@ -159,7 +159,7 @@ failed_step:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import STEP
 from ansible_collections.nimbus.compute.plugins.module_utils._network.instance import (
     SCOPES,
@@ -195,10 +195,8 @@ def main():
         else:
             result = ensure_present(request, p["instances_path"], netns=p["netns"], vif_type=p["vif_type"],
                                     scope=p["scope"], check_mode=module.check_mode)
-    except NimbusError as err:
-        module.fail_json(**err.result())
-    except OSError as err:
-        module.fail_json(msg="%s: %s" % (STEP, err), failed_step=STEP, reschedule=False)
+    except (NimbusError, OSError) as err:
+        module.fail_json(**failure(err, STEP))
     module.exit_json(**result)
 
 

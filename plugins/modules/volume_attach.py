@@ -238,7 +238,7 @@ libvirt_xml_updated:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._volume import attach
 
 DATA_OPTIONS = dict(
@@ -290,8 +290,8 @@ def main():
                            required_if=[("state", "present", ["connection_info"])])
     try:
         result = attach.run(module.params, check_mode=module.check_mode)
-    except NimbusError as err:
-        module.fail_json(**err.result())
+    except (NimbusError, OSError) as err:
+        module.fail_json(**failure(err, "volume_attach"))
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

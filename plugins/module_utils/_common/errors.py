@@ -49,3 +49,14 @@ class LockTimeout(NimbusError):
     """A lock was not acquired within its bounded wait."""
 
     retryable = True
+
+
+def failure(err, step, retryable=False):
+    """``fail_json`` arguments for a NimbusError, or for an OS error (read-only or full disk,
+    permissions) that no area turned into one: every module fails with a message, never a traceback."""
+    if isinstance(err, OSError):
+        detail = err.strerror or str(err)
+        if err.filename:
+            detail = "%s: %s" % (detail, err.filename)
+        err = NimbusError(detail, step=step, retryable=retryable)
+    return err.result()

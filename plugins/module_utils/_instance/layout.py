@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import JOURNAL_NAME
 from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.owner import apply_owner
@@ -21,13 +21,6 @@ BYPRODUCTS = ("libvirt.xml", "console.log")
 # Our temporary files and dirs start with this, so a killed run's leftovers are recognisable.
 TMP_PREFIX = ".nimbus-"
 LOCK_TIMEOUT = 120.0
-
-
-def failure(err, step):
-    """``fail_json`` arguments for a NimbusError or an OS error (read-only or full disk...)."""
-    if isinstance(err, OSError):
-        err = NimbusError("%s: %s" % (err.strerror or err, err.filename or ""), step=step)
-    return err.result()
 
 
 def resolve_instance_dir(instances_path, instance_uuid, step):

@@ -103,3 +103,14 @@ def test_journal_records_and_reloads(tmp_path):
     again = Journal(str(tmp_path))
     assert again.created("instance_disks") == ["disk", "disk.local"]
     assert oct((tmp_path / "instance.json").stat().st_mode & 0o777) == "0o600"
+
+
+def test_failure_turns_os_errors_into_one_message():
+    from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import failure
+
+    err = PermissionError(13, "Permission denied", "/var/lib/nimbus/instances/x")
+    result = failure(err, "instance_disks")
+    assert result == {"msg": "instance_disks: Permission denied: /var/lib/nimbus/instances/x",
+                      "failed_step": "instance_disks", "reschedule": False}
+    assert failure(OSError(28, "No space left on device"), "image_cache", retryable=True)["reschedule"] is True
+    assert failure(ValidationError("bad flavor", step="instance_claim"), "ignored")["failed_step"] == "instance_claim"

@@ -62,9 +62,3 @@ def test_resolve_refuses_symlinked_instance_dir(tmp_path):
     os.symlink(outside, root / UUID)
     with pytest.raises(ValidationError, match="symbolic link"):
         layout.resolve_instance_dir(str(root), UUID, "instance_disks")
-
-
-def test_failure_turns_os_error_into_result():
-    result = layout.failure(PermissionError(13, "Permission denied", "/x/disk"), "instance_disks")
-    assert result == {"msg": "instance_disks: Permission denied: /x/disk", "failed_step": "instance_disks",
-                      "reschedule": False}
