@@ -3,9 +3,13 @@ directory on sys.path)."""
 
 from __future__ import annotations
 
+import json
+import os
 import subprocess
 
 LAB_URI = "qemu:///system"
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 
 
 def virsh(*args, check=True, uri=LAB_URI):
@@ -14,3 +18,16 @@ def virsh(*args, check=True, uri=LAB_URI):
     if check and proc.returncode != 0:
         raise AssertionError("virsh %s: %s" % (" ".join(args), proc.stderr))
     return proc
+
+
+def run_role(tmp_path, role, role_vars, extra_env=None):
+    """Apply one role of the collection to localhost with ansible-playbook; returns the CompletedProcess."""
+    play = [{"hosts": "all", "gather_facts": False,
+             "tasks": [{"ansible.builtin.include_role": {"name": "nimbus.compute." + role}, "vars": role_vars}]}]
+    path = tmp_path / ("%s-%s.yml" % (role, role_vars.get("server_uuid") or role_vars.get("server_delete_uuid", "")))
+    path.write_text(json.dumps(play))
+    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1")
+    env.update(extra_env or {})
+    return subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+                           "-e", "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"), str(path)],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)

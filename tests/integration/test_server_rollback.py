@@ -5,34 +5,19 @@ with the fault gone builds the server."""
 
 from __future__ import annotations
 
-import json
 import os
 import stat
 import subprocess
 
 import pytest
-from labtools import virsh
+from labtools import run_role, virsh
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 INSTANCES = "/var/tmp/nimbus-test-rollback/instances"
 FLAVOR = {"name": "t.nano", "vcpus": 1, "memory_mb": 64, "root_gb": 1, "ephemeral_gb": 0, "swap": 16, "extra_specs": {}}
-
-
-def run_role(tmp_path, role, role_vars, extra_env=None):
-    play = [{"hosts": "all", "gather_facts": False,
-             "tasks": [{"ansible.builtin.include_role": {"name": "nimbus.compute." + role}, "vars": role_vars}]}]
-    path = tmp_path / ("%s.yml" % role)
-    path.write_text(json.dumps(play))
-    env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1")
-    env.update(extra_env or {})
-    return subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
-                           "-e", "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"), str(path)],
-                          capture_output=True, text=True, env=env, timeout=600, check=False)
 
 
 def server_vars(guest_images, uuid, **extra):

@@ -152,6 +152,7 @@ def clean_one(host):
             virsh(host["uri"], "undefine", name, "--nvram", check=False)
             removed.append(name)
     path = host["instances_path"]
+    removed += _remove_recorded_links(os.path.join(path, "network.json"))
     if os.path.isdir(path):
         for entry in os.listdir(path):
             if entry == "_base":
@@ -162,6 +163,21 @@ def clean_one(host):
             else:
                 os.unlink(full)
             removed.append(full)
+    return removed
+
+
+def _remove_recorded_links(registry_path):
+    """Bridges/VLAN links instance_network recorded as its own: wiping network.json alone would
+    orphan them (the lab's hypervisors share the host's network namespace)."""
+    try:
+        with open(registry_path, encoding="utf-8") as handle:
+            links = json.load(handle).get("links") or {}
+    except (OSError, ValueError):
+        return []
+    removed = []
+    for name in links:
+        if subprocess.run(["ip", "link", "del", name], capture_output=True, check=False).returncode == 0:
+            removed.append("link:" + name)
     return removed
 
 
