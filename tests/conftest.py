@@ -20,4 +20,6 @@ if not (os.path.islink(LINK) and os.path.realpath(LINK) == ROOT):
     importlib.invalidate_caches()
 if COLLECTIONS not in sys.path:
     sys.path.insert(0, COLLECTIONS)
+# Shared test helpers (moduletools.py) import by name under --import-mode=importlib.
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 os.environ.setdefault("ANSIBLE_COLLECTIONS_PATH", COLLECTIONS)

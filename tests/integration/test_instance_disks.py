@@ -14,8 +14,8 @@ import time
 import uuid as uuidlib
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
 from labtools import virsh
+from moduletools import run_module
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
@@ -263,10 +263,8 @@ def test_without_claim_the_step_creates_and_removes_the_dir(host):
     assert host.snapshot() == before
 
 
-def run_module(args, capsys):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        instance_disks.main()
-    return json.loads(capsys.readouterr().out)
+def run_disks_module(args, capsys):
+    return run_module(instance_disks, args, capsys)
 
 
 @pytest.fixture
@@ -292,7 +290,7 @@ def test_broken_tool_is_a_clean_error_and_leaves_nothing(host, broken_tool, caps
     broken_tool(tool)
     args = {"instance_uuid": host.uuid, "instances_path": host.path, "flavor": FLAVOR, "base_path": host.base,
             "config_drive": True, "ephemeral_format": "ext4"}
-    result = run_module(args, capsys)
+    result = run_disks_module(args, capsys)
     assert result["failed"] is True and result["failed_step"] == "instance_disks"
     assert "injected failure of %s" % tool in result["msg"]
     after = host.snapshot()
@@ -322,7 +320,7 @@ def test_read_only_instance_dir_is_a_clean_error(read_only_instance_dir, capsys)
     host = read_only_instance_dir
     before = host.snapshot()
     args = {"instance_uuid": host.uuid, "instances_path": host.path, "flavor": FLAVOR, "base_path": host.base}
-    result = run_module(args, capsys)
+    result = run_disks_module(args, capsys)
     assert result["failed"] is True and result["failed_step"] == "instance_disks"
     assert "Read-only file system" in result["msg"]
     assert host.snapshot() == before
@@ -331,7 +329,7 @@ def test_read_only_instance_dir_is_a_clean_error(read_only_instance_dir, capsys)
 def test_base_path_outside_base_dir_via_module(host, capsys):
     outside = os.path.join(host.path, "elsewhere.raw")
     shutil.copy(host.base, outside)
-    result = run_module({"instance_uuid": host.uuid, "instances_path": host.path, "flavor": FLAVOR, "base_path": outside},
+    result = run_disks_module({"instance_uuid": host.uuid, "instances_path": host.path, "flavor": FLAVOR, "base_path": outside},
                         capsys)
     assert result["failed"] is True and "is not inside" in result["msg"]
     assert not os.path.exists(host.dir)

@@ -8,7 +8,7 @@ import os
 import time
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from moduletools import run_module
 
 from ansible_collections.nimbus.compute.plugins.module_utils._audit.orphans import scan
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
@@ -21,11 +21,7 @@ GONE = "44444444-4444-4444-8444-444444444444"
 
 
 def run(args, capsys):
-    with patch_module_args(args), pytest.raises(SystemExit) as info:
-        host_audit.main()
-    result = json.loads(capsys.readouterr().out)
-    result["rc"] = info.value.code
-    return result
+    return run_module(host_audit, args, capsys)
 
 
 @pytest.fixture

@@ -4,10 +4,8 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from moduletools import run_module
 
 from ansible_collections.nimbus.compute.plugins.modules import hypervisor_info
 
@@ -15,11 +13,7 @@ pytest.importorskip("libvirt")
 
 
 def run(args, capsys):
-    with patch_module_args(args), pytest.raises(SystemExit) as info:
-        hypervisor_info.main()
-    result = json.loads(capsys.readouterr().out)
-    result["rc"] = info.value.code
-    return result
+    return run_module(hypervisor_info, args, capsys)
 
 
 def test_returns_the_fact_unchanged_in_check_mode(tmp_path, capsys):

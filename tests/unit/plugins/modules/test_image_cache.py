@@ -10,18 +10,12 @@ import struct
 import time
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from moduletools import run_module
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.modules import image_cache, image_cache_cleanup
 
-
-def run(module, args, capsys):
-    with patch_module_args(args), pytest.raises(SystemExit) as info:
-        module.main()
-    result = json.loads(capsys.readouterr().out)
-    result["rc"] = info.value.code
-    return result
+run = run_module
 
 
 @pytest.fixture

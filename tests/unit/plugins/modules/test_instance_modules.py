@@ -6,7 +6,7 @@ import json
 import os
 
 import pytest
-from ansible.module_utils.testing import patch_module_args
+from moduletools import run_module
 
 from ansible_collections.nimbus.compute.plugins.modules import instance_claim, instance_disks
 
@@ -15,10 +15,7 @@ FLAVOR = {"name": "m1", "vcpus": 1, "memory_mb": 64, "root_gb": 1, "ephemeral_gb
 TOTALS = {"total_memory_mb": 1024, "total_disk_gb": 10, "total_vcpus": 1}
 
 
-def run(module, args, capsys):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        module.main()
-    return json.loads(capsys.readouterr().out)
+run = run_module
 
 
 def test_claim_then_reclaim_unchanged(tmp_path, capsys):

@@ -12,7 +12,7 @@ import uuid
 
 import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
+from moduletools import run_module
 
 from ansible_collections.nimbus.compute.plugins.modules import instance_network
 
@@ -24,11 +24,7 @@ SGS = [{"name": "web", "rules": [{"direction": "ingress", "protocol": "tcp", "po
 
 
 def run(args, capsys, check_mode=False):
-    if check_mode:
-        args = dict(args, _ansible_check_mode=True)
-    with patch_module_args(args), pytest.raises(SystemExit):
-        instance_network.main()
-    return json.loads(capsys.readouterr().out)
+    return run_module(instance_network, args, capsys, check_mode=check_mode)
 
 
 def test_documentation_matches_argument_spec():

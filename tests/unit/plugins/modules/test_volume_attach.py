@@ -7,7 +7,7 @@ import json
 
 import pytest
 import yaml
-from ansible.module_utils.testing import patch_module_args
+from moduletools import run_module
 
 from ansible_collections.nimbus.compute.plugins.modules import volume_attach
 
@@ -16,9 +16,7 @@ PASSWORD = "Very-Secret-Chap-77"
 
 
 def run(args, capsys):
-    with patch_module_args(args), pytest.raises(SystemExit):
-        volume_attach.main()
-    return json.loads(capsys.readouterr().out)
+    return run_module(volume_attach, args, capsys)
 
 
 def iscsi(**data):
