@@ -329,8 +329,8 @@ def test_read_only_instance_dir_is_a_clean_error(read_only_instance_dir, capsys)
 def test_base_path_outside_base_dir_via_module(host, capsys):
     outside = os.path.join(host.path, "elsewhere.raw")
     shutil.copy(host.base, outside)
-    result = run_disks_module({"instance_uuid": host.uuid, "instances_path": host.path, "flavor": FLAVOR, "base_path": outside},
-                        capsys)
+    args = {"instance_uuid": host.uuid, "instances_path": host.path, "flavor": FLAVOR, "base_path": outside}
+    result = run_disks_module(args, capsys)
     assert result["failed"] is True and "is not inside" in result["msg"]
     assert not os.path.exists(host.dir)
 
