@@ -284,6 +284,23 @@ def test_hot_attach_and_detach_on_a_running_server(make_server, backends):
     assert volume_secrets() == [] and server.libvirt_xml() == xml_now and target.sessions() == 0
     assert "ua-volume-%s" % iscsi_id not in server.domain_xml(inactive=True)
 
+    # A portal that accepts TCP and never answers would block the server's own QEMU in a live
+    # blockdev-add: the probe refuses it in bounded time and the running guest keeps answering.
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(1)
+    try:
+        hung = target.connection_info()
+        hung["data"]["target_portal"] = "127.0.0.1:%d" % silent.getsockname()[1]
+        started = time.monotonic()
+        with pytest.raises(NimbusError, match="did not finish within 7 s"):
+            server.volume(short_id("silent"), hung, connect_timeout=2)
+        assert time.monotonic() - started < 30
+    finally:
+        silent.close()
+    assert volume_secrets() == [] and server.libvirt_xml() == xml_now and probe_domains() == []
+    assert virsh("domstate", server.name).stdout.strip() == "running"
+
     hot = server.volume(iscsi_id, target.connection_info())
     assert hot["device"] == "vdb" and target.sessions() == 1 and len(volume_secrets()) == 1
     for volume_id in (iscsi_id, nbd_id):

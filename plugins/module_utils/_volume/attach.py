@@ -8,9 +8,10 @@ check that the volume opens, then ``attachDeviceFlags`` with CONFIG (+ LIVE on a
 insert the same ``<disk>`` into ``<uuid>/libvirt.xml`` so the domain step stays ``changed=false``.
 Any failure undoes what this call made (secret, session, attachment): no half-attached volume.
 
-A volume is checked before it is attached: on an active domain the live attach is that check (QEMU
-opens the volume or the call fails); on a stopped one a transient paused domain holding only that disk
-is started and destroyed, the same XML and secret QEMU will use at boot (bounded by the timeout).
+A volume is checked before it is attached, on a running server too: a transient paused domain holding
+only that disk is started and destroyed by a child process (``probe.py``), with the same XML and
+secret QEMU will use, bounded by the timeout. A target that accepts TCP but never answers would block
+QEMU's open (and libvirt's call) without limit: the probe catches it before the server is touched.
 
 Detach: live first (waiting, bounded, for the guest to release the device), then the persistent
 config, then libvirt.xml, the secret and a host-side session. A volume that is not attached is
@@ -33,10 +34,11 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.journal imp
 from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
-from ansible_collections.nimbus.compute.plugins.module_utils._domain.lifecycle import bounded, find
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.lifecycle import find
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.xml_builder import DISK_BUS_PREFIX
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import LOCK_TIMEOUT, instance_lock
 from ansible_collections.nimbus.compute.plugins.module_utils._volume import common, iscsi, nbd, rbd, secrets
+from ansible_collections.nimbus.compute.plugins.module_utils._volume import probe as volume_probe
 from ansible_collections.nimbus.compute.plugins.module_utils._volume import xml as volume_xml
 from ansible_collections.nimbus.compute.plugins.module_utils._volume.errors import STEP, VolumeError
 
@@ -48,8 +50,6 @@ VOLUME_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 VIR_DOMAIN_AFFECT_LIVE = 1
 VIR_DOMAIN_AFFECT_CONFIG = 2
 VIR_DOMAIN_XML_INACTIVE = 2
-VIR_DOMAIN_START_PAUSED = 1
-VIR_DOMAIN_START_AUTODESTROY = 2
 LIBVIRT_XML = "libvirt.xml"
 DETACH_RETRY = 5.0
 POLL = 0.2
@@ -189,9 +189,10 @@ def check_not_attached_elsewhere(conn, req, key):
                                   "(multi-attach is not supported)" % (req.volume_id, other.name()))
 
 
-def probe(conn, disk, arch, timeout):
+def probe(conn, uri, disk, arch, timeout):
     """Open the volume the way QEMU will at boot: a transient, paused, auto-destroyed domain with only this
-    disk. Its failure is QEMU's own reason (no such LUN, CHAP refused, no such export)."""
+    disk, started by a child process (see ``probe.py``). Its failure is QEMU's own reason (no such LUN,
+    CHAP refused, no such export)."""
     etree = compare._etree()
     name = "nimbus-volume-probe-%s" % uuidlib.uuid4().hex[:12]
     root = etree.Element("domain", type="qemu")
@@ -205,22 +206,9 @@ def probe(conn, disk, arch, timeout):
     for boot in probe_disk.findall("boot"):
         probe_disk.remove(boot)
     devices.append(probe_disk)
-    libvirt = libvirt_module(STEP)
-    flags = VIR_DOMAIN_START_PAUSED | VIR_DOMAIN_START_AUTODESTROY
-    try:
-        dom = bounded(lambda: conn.createXML(_to_text(root), flags), timeout, "opening the volume")
-    except libvirt.libvirtError as exc:
-        raise VolumeError("the volume cannot be opened: %s" % _qemu_reason(exc.get_error_message()))
-    except DomainError as exc:  # the bounded wait ran out: make sure no probe domain outlives us
-        try:
-            conn.lookupByName(name).destroy()
-        except libvirt.libvirtError:
-            pass
-        raise VolumeError("the volume cannot be opened: %s" % exc.msg, retryable=True)
-    try:
-        dom.destroy()
-    except libvirt.libvirtError:
-        pass
+    error = volume_probe.run(conn, uri, name, _to_text(root), timeout, libvirt_module(STEP))
+    if error is not None:
+        raise VolumeError("the volume cannot be opened: %s" % _qemu_reason(error))
 
 
 def _wait_detached(dom, volume_id, timeout):
@@ -422,12 +410,10 @@ def attach(conn, req, check_mode):
             disk = volume_xml.disk_element(dict(spec, secret_uuid=result["secret_uuid"]), device, req.bus, req.volume_id,
                                            _boot_order(req, config))
         text = _to_text(disk)
-        if active:
-            flags = VIR_DOMAIN_AFFECT_CONFIG | VIR_DOMAIN_AFFECT_LIVE
-        else:
-            if spec["driver"] != "rbd":
-                probe(conn, disk, (config.find("os/type").get("arch") or "x86_64"), req.connect_timeout + 5)
-            flags = VIR_DOMAIN_AFFECT_CONFIG
+        if spec["driver"] != "rbd":
+            # Also before a hot attach: a target that hangs QEMU's open must not hang the running server's QEMU.
+            probe(conn, req.libvirt_uri, disk, (config.find("os/type").get("arch") or "x86_64"), req.connect_timeout + 5)
+        flags = VIR_DOMAIN_AFFECT_CONFIG | (VIR_DOMAIN_AFFECT_LIVE if active else 0)
         _call("attaching volume %s as %s" % (req.volume_id, device), dom.attachDeviceFlags, text, flags)
         undo.push(lambda: dom.detachDeviceFlags(text, flags))
         changed, before, after = edit_libvirt_xml(req, _insert_edit(disk, req.volume_id), check_mode=False)

@@ -125,7 +125,7 @@ def host(tmp_path, monkeypatch):
     """One stopped server with libvirt.xml on disk; the network probes are switched off."""
     monkeypatch.setattr(common, "check_reachable", lambda *a, **k: True)
     probes = []
-    monkeypatch.setattr(attach, "probe", lambda conn, disk, arch, timeout: probes.append(disk))
+    monkeypatch.setattr(attach, "probe", lambda conn, uri, disk, arch, timeout: probes.append(disk))
     instance_dir = tmp_path / UUID
     instance_dir.mkdir()
     (instance_dir / "libvirt.xml").write_text(LIBVIRT_XML % (UUID, UUID))
@@ -174,7 +174,7 @@ def test_failed_attach_undoes_the_secret_and_leaves_the_xml(host):
         attach.attach(conn, req(path), check_mode=False)
     assert conn.secrets == {} and open(conn.path).read() == before
     assert dom.calls[0][2] == attach.VIR_DOMAIN_AFFECT_CONFIG | attach.VIR_DOMAIN_AFFECT_LIVE
-    assert conn.probes == []  # an active domain: the live attach is the probe
+    assert len(conn.probes) == 1  # probed before the hot attach too
     assert not os.path.exists(os.path.join(path, UUID, "instance.json"))
 
 
