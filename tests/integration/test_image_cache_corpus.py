@@ -28,6 +28,7 @@ RULES = {
     "qcow2-backing-file", "qcow2-data-file", "qcow2-unknown-incompatible-features", "qcow2-corrupt", "qcow2-encrypted",
     "qcow2-bad-header", "qed-refused", "vmdk-create-type", "vmdk-extent-outside", "vmdk-parent", "vhd-differencing",
     "multiple-formats", "format-mismatch", "virtual-size", "checksum-mismatch", "qemu-img-disagrees", "qemu-img-rejects",
+    "empty-image",
 }
 
 

@@ -66,6 +66,7 @@ def test_fetch_over_http_once(server, qcow2, tmp_path):
         ("truncated", b"QFI\xfb" + bytes(5000), {}, "truncated"),
         ("redirect", "/loop", {}, "HTTP 302"),
         ("redirect", "file:///etc/passwd", {}, "HTTP 302"),
+        ("redirect", "ftp://127.0.0.1:1/x", {}, "redirect from http to ftp:// refused"),
         ("slow_headers", 3, {"timeout": 1}, "timed out"),
         ("trickle", 4, {"download_timeout": 1}, "not complete within 1 s"),
     ],

@@ -62,8 +62,7 @@ def _listdir(path):
 
 def scan(instances_path, domains, min_age=0.0, now=None):
     """The audit of ``instances_path`` against ``domains`` ({uuid: state}); pure file-system work."""
-    if not instances_path or not os.path.isabs(instances_path):
-        raise ValidationError("instances_path must be an absolute path, got %r" % instances_path, step=STEP)
+    paths.validate_instances_path(instances_path, step=STEP)
     if min_age < 0:
         raise ValidationError("min_age must not be negative", step=STEP)
     now = time.time() if now is None else now

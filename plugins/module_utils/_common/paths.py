@@ -25,6 +25,13 @@ def validate_uuid(value, what="instance UUID", step="validate"):
     return canonical
 
 
+def validate_instances_path(instances_path, step="validate", what="instances_path"):
+    """An absolute path without NUL bytes (the OS refuses those with a ValueError, not an OSError)."""
+    if not isinstance(instances_path, str) or not os.path.isabs(instances_path) or "\0" in instances_path:
+        raise ValidationError("%s must be an absolute path, got %r" % (what, instances_path), step=step)
+    return instances_path
+
+
 def inside(path, root):
     """True when ``path`` resolves (symlinks followed) to ``root`` or below it."""
     real_root = os.path.realpath(root)

@@ -27,6 +27,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.runner impo
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.compare import _etree, parse
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.virt_type import detect_virt_type
+from ansible_collections.nimbus.compute.plugins.module_utils._instance.flavor import validate_flavor
 
 STEP = "domain_xml"
 METADATA_NS = "https://nimbus.compute/xmlns/libvirt/instance/1.0"
@@ -41,7 +42,6 @@ INTERFACE_TYPES = ("bridge", "ethernet")
 FIRMWARE_TYPES = ("bios", "uefi")
 CPU_MODES = ("auto", "host-model", "host-passthrough", "custom", "none")
 DEFAULT_COMMAND_LINE = "console=ttyS0"
-MIN_MEMORY_MB = 16
 IDE_MAX = 4
 # OVMF builds shipped by Debian/Ubuntu/Fedora, used when libvirt has no firmware descriptors.
 OVMF_CANDIDATES = (
@@ -214,12 +214,8 @@ def validate_request(req):
     """Normalise and check a DomainRequest in place; raise ValidationError before any change."""
     req.instance_uuid = paths.validate_uuid(req.instance_uuid, step=STEP)
     _choice(req.virt_type, ("kvm", "qemu"), "virt_type")
-    flavor = dict(req.flavor or {})
-    flavor["vcpus"] = _int(flavor.get("vcpus"), "flavor vcpus", 1)
-    flavor["memory_mb"] = _int(flavor.get("memory_mb"), "flavor memory_mb", MIN_MEMORY_MB)
-    for key in ("root_gb", "ephemeral_gb", "swap"):
-        flavor[key] = _int(flavor.get(key) or 0, "flavor %s" % key, 0)
-    flavor["extra_specs"] = dict(flavor.get("extra_specs") or {})
+    flavor = validate_flavor(req.flavor, step=STEP)
+    flavor["extra_specs"] = dict(flavor["extra_specs"])
     req.flavor = flavor
     _topology(flavor)
 

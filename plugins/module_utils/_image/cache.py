@@ -48,8 +48,7 @@ class ImageRequest:
                 raise ValidationError("%s must be a positive number of seconds, got %r" % (name, value), step=STEP)
         if max_virtual_size_gb is not None and max_virtual_size_gb < 0:
             raise ValidationError("max_virtual_size_gb must not be negative, got %r" % max_virtual_size_gb, step=STEP)
-        if not instances_path or not os.path.isabs(instances_path):
-            raise ValidationError("instances_path %r must be an absolute path" % instances_path, step=STEP)
+        paths.validate_instances_path(instances_path, step=STEP)
         fetching.validate_src(src)
         if url_password is not None and url_username is None:
             raise ValidationError("url_password needs url_username", step=STEP)

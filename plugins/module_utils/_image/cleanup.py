@@ -21,6 +21,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common import path
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import LockTimeout, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._image import format_inspector as inspector
 from ansible_collections.nimbus.compute.plugins.module_utils._image.cache import TEMP_SUFFIXES, image_lock
+from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import ImageError
 
 STEP_CLEANUP = "image_cache_cleanup"
 BASE_NAME = re.compile(r"^([0-9a-f]{40})(\.part|\.converting)?$")
@@ -41,16 +42,20 @@ def _instance_dirs(instances_path):
 def _names_used_by(instance_path, base_dir):
     used = set()
     for entry in os.scandir(instance_path):
-        if not entry.is_file(follow_symlinks=False):
-            continue
-        if entry.name in REFERENCE_FILES:
-            with open(entry.path, "rb") as handle:
-                used.update(_REFERENCE.findall(handle.read(MAX_REFERENCE_BYTES).decode("utf-8", "replace")))
-            continue
         try:
+            if not entry.is_file():  # a symlinked disk counts: its target may have a backing file
+                continue
+            if entry.name in REFERENCE_FILES:
+                with open(entry.path, "rb") as handle:
+                    used.update(_REFERENCE.findall(handle.read(MAX_REFERENCE_BYTES).decode("utf-8", "replace")))
+                continue
             backing = inspector.inspect_file(entry.path).backing_file
-        except OSError:
-            continue  # vanished or unreadable while we scan: it cannot pin anything we can see
+        except FileNotFoundError:
+            continue  # removed while we scan (a server being deleted): it pins nothing
+        except OSError as exc:
+            # Fail closed: a disk we cannot read may well use a base image.
+            raise ImageError("cannot tell which base image %s uses: %s; nothing was removed"
+                             % (entry.path, exc.strerror or exc), step=STEP_CLEANUP)
         if backing:
             target = os.path.realpath(os.path.join(instance_path, backing))
             if os.path.dirname(target) == base_dir:
@@ -87,6 +92,7 @@ def cleanup(instances_path, *, min_age=DEFAULT_MIN_AGE, part_min_age=DEFAULT_PAR
     for name, value in (("min_age", min_age), ("part_min_age", part_min_age)):
         if value is None or value < 0:
             raise ValidationError("%s must be zero or more seconds, got %r" % (name, value), step=STEP_CLEANUP)
+    paths.validate_instances_path(instances_path, step=STEP_CLEANUP)
     result = dict(changed=False, removed=[], in_use=[], too_young=[], busy=[])
     base_dir = paths.base_dir(instances_path)
     if not os.path.isdir(base_dir):

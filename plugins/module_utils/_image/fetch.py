@@ -36,18 +36,23 @@ _CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
 
 
 def redact(url):
-    """The URL without user:password@ — safe for messages and logs."""
-    parts = urllib.parse.urlsplit(url)
-    if parts.username is None and parts.password is None:
+    """The URL without user:password@ — safe for messages and logs, even when it does not parse."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+    except ValueError:
+        return "<a URL that does not parse>"
+    if "@" not in parts.netloc:
         return url
-    host = parts.hostname or ""
-    if parts.port:
-        host += ":%d" % parts.port
+    host = parts.netloc.rsplit("@", 1)[1]
     return urllib.parse.urlunsplit((parts.scheme, host, parts.path, parts.query, parts.fragment))
 
 
 def validate_src(src):
-    parts = urllib.parse.urlsplit(src or "")
+    try:
+        parts = urllib.parse.urlsplit(src or "")
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError as exc:
+        raise ValidationError("src %r is not a valid URL: %s" % (redact(src), exc), step=STEP)
     if parts.scheme not in SCHEMES:
         raise ValidationError(
             "src %r: scheme %r is not allowed (use %s)" % (redact(src or ""), parts.scheme, ", ".join(SCHEMES)), step=STEP
@@ -74,6 +79,13 @@ def parse_checksum(value):
 class _Redirects(urllib.request.HTTPRedirectHandler):
     max_redirections = MAX_REDIRECTS
     max_repeats = 2
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):
+        # urllib would follow a redirect to ftp:// and from https down to http: refuse both.
+        old, new = urllib.parse.urlsplit(req.full_url).scheme, urllib.parse.urlsplit(newurl).scheme
+        if new not in ("http", "https") or (old == "https" and new == "http"):
+            raise urllib.error.HTTPError(req.full_url, code, "redirect from %s to %s:// refused" % (old, new), headers, fp)
+        return super().redirect_request(req, fp, code, msg, headers, newurl)
 
 
 def _open_http(src, timeout, validate_certs, credentials):

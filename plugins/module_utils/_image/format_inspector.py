@@ -187,6 +187,7 @@ def _vmdk(reader, found):
         # A bare text descriptor points at other files: never one self-contained image.
         found.claims.append("vmdk")
         _vmdk_descriptor(reader.read(0, 64 * 1024), found)
+        found.add("vmdk-extent-outside", "a bare text descriptor: its data is in other files")
         return
     if not head.startswith(VMDK_MAGIC) or not _claim(found, "vmdk", head, 44):
         return
@@ -337,6 +338,8 @@ def refusal(found, declared, max_virtual_size=None):
     if detected != expected:
         return Problem("format-mismatch", "declared %s, detected %s" % (declared, detected))
     size = found.size_of(detected)
+    if not size:  # stored, it would fail the cached-base check of every later run
+        return Problem("empty-image", "virtual size 0: the image holds no data")
     if max_virtual_size is not None and size > max_virtual_size:
         return Problem("virtual-size", "virtual size %d bytes exceeds the limit of %d bytes" % (size, max_virtual_size))
     return None

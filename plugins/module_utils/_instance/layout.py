@@ -26,8 +26,7 @@ LOCK_TIMEOUT = 120.0
 def resolve_instance_dir(instances_path, instance_uuid, step):
     """Validate the UUID and return the absolute instance dir, refusing symlinks and escapes."""
     instance_uuid = paths.validate_uuid(instance_uuid, step=step)
-    if not instances_path or not os.path.isabs(instances_path):
-        raise ValidationError("instances_path must be an absolute path, got %r" % instances_path, step=step)
+    paths.validate_instances_path(instances_path, step=step)
     path = paths.instance_dir(os.path.normpath(instances_path), instance_uuid)
     if os.path.islink(path):
         raise ValidationError("instance dir %s is a symbolic link; refusing to use it" % path, step=step)

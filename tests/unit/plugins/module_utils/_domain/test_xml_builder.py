@@ -70,7 +70,7 @@ def test_kvm_uses_host_model_and_custom_model_is_honoured():
 
 
 def test_topology_from_extra_specs():
-    flavor = {"vcpus": 4, "memory_mb": 64, "extra_specs": {"hw:cpu_sockets": "2", "hw:cpu_cores": "2"}}
+    flavor = {"name": "m1.quad", "vcpus": 4, "memory_mb": 64, "extra_specs": {"hw:cpu_sockets": "2", "hw:cpu_cores": "2"}}
     topo = build(request(flavor=flavor)).find("cpu/topology")
     assert (topo.get("sockets"), topo.get("cores"), topo.get("threads")) == ("2", "2", "1")
     with pytest.raises(ValidationError, match="does not match 3 vcpus"):
@@ -151,9 +151,12 @@ def test_user_text_is_escaped_into_metadata_only():
 
 @pytest.mark.parametrize(("change", "message"), [
     (dict(instance_uuid="not-a-uuid"), "not a valid UUID"),
-    (dict(flavor={"vcpus": 1, "memory_mb": 0}), "memory_mb must be >= 16"),
-    (dict(flavor={"vcpus": 0, "memory_mb": 64}), "vcpus must be >= 1"),
-    (dict(flavor={"vcpus": "two", "memory_mb": 64}), "must be an integer"),
+    (dict(flavor={"name": "f", "vcpus": 1, "memory_mb": 0}), "memory_mb is 0, must be at least 16 MiB"),
+    (dict(flavor={"name": "f", "vcpus": 0, "memory_mb": 64}), "vcpus is 0, must be at least 1"),
+    (dict(flavor={"name": "f", "vcpus": "two", "memory_mb": 64}), "must be an integer"),
+    (dict(flavor={"vcpus": 1, "memory_mb": 64}), "flavor name must be a non-empty string"),
+    (dict(flavor={"name": "f", "vcpus": 1, "memory_mb": 64, "extra_specs": "hw:cpu_cores=2"}),
+     "extra_specs must be a dictionary"),
     (dict(image={"properties": {"hw_disk_bus": "floppy"}}), "unknown hw_disk_bus 'floppy'"),
     (dict(image={"properties": {"hw_vif_model": "vmxnet9"}}), "unknown hw_vif_model"),
     (dict(disks=[{"name": "disk", "path": "/etc/passwd"}]), "resolves outside instances_path"),

@@ -47,6 +47,8 @@ def base_listing(host):
         (("img", "/etc/passwd", "raw"), {}, "scheme ''"),
         (("img", "file://remote/x", "raw"), {}, "absolute local path"),
         (("img", "http:///x", "raw"), {}, "no host"),
+        (("img", "http://[::1/x", "raw"), {}, "not a valid URL"),
+        (("img", "http://u:p@host:abc/x", "raw"), {}, "not a valid URL"),
         (("img", "file:///x", "qed"), {}, "disk_format 'qed'"),
         (("", "file:///x", "raw"), {}, "image_id"),
         (("img", "file:///x", "raw"), {"checksum": "md5:abc"}, "checksum"),
@@ -54,6 +56,7 @@ def base_listing(host):
         (("img", "file:///x", "raw"), {"max_virtual_size_gb": -1}, "max_virtual_size_gb"),
         (("img", "file:///x", "raw"), {"timeout": 0}, "timeout"),
         (("img", "file:///x", "raw"), {"instances_path": "relative"}, "absolute"),
+        (("img", "file:///x", "raw"), {"instances_path": "/var/lib/nimbus\0/x"}, "absolute"),
         (("img", "file:///x", "raw"), {"url_password": "secret"}, "url_username"),
     ],
 )
@@ -69,9 +72,10 @@ def test_zero_root_disk_means_no_limit():
 
 
 def test_credentials_never_in_the_message():
-    with pytest.raises(ValidationError) as info:
-        cache.ImageRequest("img", "gopher://user:s3cret@host/x", "raw")
-    assert "s3cret" not in str(info.value)
+    for src in ("gopher://user:s3cret@host/x", "http://user:s3cret@host:port/x", "http://user:s3cret@[::1/x"):
+        with pytest.raises(ValidationError) as info:
+            cache.ImageRequest("img", src, "raw")
+        assert "s3cret" not in str(info.value)
 
 
 def test_kernel_is_stored_byte_for_byte_and_reused(host):

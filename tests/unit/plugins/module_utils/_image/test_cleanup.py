@@ -7,9 +7,13 @@ import sys
 import threading
 import time
 
+import pytest
+
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._image import cleanup
 from ansible_collections.nimbus.compute.plugins.module_utils._image.cache import image_lock
+from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import ImageError
 
 sys.path.insert(0, os.path.dirname(__file__))
 import image_crafted as crafted
@@ -125,3 +129,36 @@ def test_use_is_rechecked_under_the_lock(tmp_path, monkeypatch):
 
 def test_missing_base_dir_is_nothing_to_do(tmp_path):
     assert cleanup.cleanup(str(tmp_path))["changed"] is False
+
+
+def test_an_unreadable_disk_fails_closed(tmp_path, monkeypatch):
+    host = Host(tmp_path)
+    base = host.base("img", 2 * DAY)
+    host.instance("11111111-1111-1111-1111-111111111111", backing=base)
+    real = cleanup.inspector.inspect_file
+
+    def unreadable(path):
+        if path.endswith("/disk"):
+            raise PermissionError(13, "Permission denied")
+        return real(path)
+
+    monkeypatch.setattr(cleanup.inspector, "inspect_file", unreadable)
+    with pytest.raises(ImageError, match=r"cannot tell which base image .*/disk uses: Permission denied"):
+        cleanup.cleanup(host.root)
+    assert os.path.exists(base)
+
+
+def test_a_symlinked_disk_pins_its_base(tmp_path):
+    host = Host(tmp_path)
+    base = host.base("img", 2 * DAY)
+    directory = host.instance("22222222-2222-2222-2222-222222222222")
+    elsewhere = tmp_path / "elsewhere.qcow2"
+    elsewhere.write_bytes(crafted.qcow2(backing=base))
+    os.symlink(str(elsewhere), os.path.join(directory, "disk.local"))
+    assert cleanup.cleanup(host.root)["in_use"] == [base]
+
+
+def test_relative_instances_path_is_refused():
+    with pytest.raises(ValidationError, match="absolute path"):
+        cleanup.cleanup("relative/instances")
+

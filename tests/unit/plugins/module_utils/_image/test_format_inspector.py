@@ -35,7 +35,6 @@ def rule_of(data, declared, max_virtual_size=None):
         (crafted.vhdx(size=16 * MIB), "vhdx", 16 * MIB),
         (crafted.iso(), "iso", 64 * 1024),
         (b"\x7fELF" + b"\1" * 5000, "raw", 5004),
-        (b"", "raw", 0),
     ],
 )
 def test_good_images_are_detected_with_their_size(data, declared, size):
@@ -86,6 +85,12 @@ def test_good_images_are_detected_with_their_size(data, declared, size):
         (crafted.vdi(), "ari", "format-mismatch"),
         (crafted.iso(), "raw", "format-mismatch"),
         (b"plain bytes", "qcow2", "format-mismatch"),
+        # A bare descriptor of a safe type with one plain-named extent: the data is still elsewhere.
+        (crafted.vmdk_descriptor("monolithicSparse", ['RW 2048 SPARSE "other.vmdk"']).encode(), "vmdk",
+         "vmdk-extent-outside"),
+        (b"", "raw", "empty-image"),
+        (b"", "aki", "empty-image"),
+        (crafted.qcow2(size=0), "qcow2", "empty-image"),
     ],
 )
 def test_hostile_images_are_refused_by_their_rule(data, declared, rule):
