@@ -46,7 +46,7 @@ def snapshot():
     return sorted(found), sorted(virsh("list", "--all", "--name", check=False).stdout.split())
 
 
-def test_demo_boots_is_idempotent_and_deletes_cleanly(guest_images):
+def test_demo_boots_is_idempotent_and_deletes_cleanly(lab, guest_images):
     uuid = None
     os.makedirs(INSTANCES, exist_ok=True)
     before = snapshot()
@@ -73,6 +73,9 @@ def test_demo_boots_is_idempotent_and_deletes_cleanly(guest_images):
         assert info["backing-filename"] == base
         assert info["backing-filename-format"] == "raw"
         assert os.path.exists(os.path.join(inst, "libvirt.xml"))
+        # virt_type auto: TCG on a CPU without vmx/svm (LAB.md), kvm only where it can run.
+        expected_type = lab["virt_type"]
+        assert "<domain type='%s'" % expected_type in virsh("dumpxml", paths.domain_name(uuid)).stdout
         assert virsh("domstate", paths.domain_name(uuid)).stdout.strip() == "running"
         assert oct(os.stat(inst).st_mode & 0o777) == "0o700"
         assert oct(os.stat(os.path.join(inst, "disk")).st_mode & 0o777) == "0o600"

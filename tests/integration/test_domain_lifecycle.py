@@ -10,7 +10,7 @@ import time
 import uuid as uuidlib
 
 import pytest
-from labtools import virsh
+from labtools import unavailable, virsh
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
@@ -25,9 +25,9 @@ GUEST = os.path.join(ROOT, ".cache", "guest")
 
 
 @pytest.fixture(scope="module", autouse=True)
-def lab():
+def _libvirt_answers(lab):
     if shutil.which("virsh") is None or virsh("version", check=False).returncode != 0:
-        pytest.skip("the lab's libvirtd does not answer on %s (bash tests/lab/start.sh)" % URI)
+        unavailable("the lab's libvirtd does not answer on %s (bash tests/lab/start.sh)" % URI)
 
 
 class Server:

@@ -12,6 +12,7 @@ import sys
 import uuid as uuidlib
 
 import pytest
+from labtools import unavailable
 
 from ansible_collections.nimbus.compute.plugins.module_utils._disk import qemu_img
 
@@ -60,7 +61,7 @@ def virsh(*args):
 @pytest.fixture
 def env(tmp_path):
     if shutil.which("virsh") is None or virsh("version").returncode != 0:
-        pytest.skip("the lab's libvirtd does not answer on %s" % URI)
+        unavailable("the lab's libvirtd does not answer on %s" % URI)
     uuid = str(uuidlib.uuid4())
     instances_path = "/var/tmp/nimbus-domain-modules-%s" % uuid[:8]
     os.makedirs(os.path.join(instances_path, uuid), mode=0o755)
@@ -120,5 +121,5 @@ def test_bad_input_fails_before_any_change_without_traceback(env):
     rc, _unused, results, stdout = play(env, memory_mb=0)
     result = results["domain XML"]
     assert rc != 0 and result["failed"] and result["failed_step"] == "domain_xml"
-    assert "memory_mb must be >= 16" in result["msg"] and "Traceback" not in stdout
+    assert "memory_mb is 0, must be at least 16 MiB" in result["msg"] and "Traceback" not in stdout
     assert not os.path.exists(os.path.join(env["instances_path"], env["uuid"], "libvirt.xml"))

@@ -12,6 +12,7 @@ import sys
 import tempfile
 
 import pytest
+from labtools import unavailable
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._disk import qemu_img
@@ -35,7 +36,7 @@ RULES = {
 @pytest.fixture(scope="module")
 def corpus(tmp_path_factory):
     if shutil.which("qemu-img") is None or shutil.which("xorriso") is None:
-        pytest.skip("qemu-img and xorriso come with the lab (bash tests/lab/install.sh)")
+        unavailable("qemu-img and xorriso come with the lab (bash tests/lab/install.sh)")
     return image_corpus.build(str(tmp_path_factory.mktemp("corpus")))
 
 
@@ -120,7 +121,7 @@ def test_qemu_user_reads_the_base_through_an_overlay(corpus):
     try:
         qemu_user = pwd.getpwnam("libvirt-qemu").pw_name
     except KeyError:
-        pytest.skip("no libvirt-qemu user (libvirt is installed by tests/lab/install.sh)")
+        unavailable("no libvirt-qemu user (libvirt is installed by tests/lab/install.sh)")
     case = by_name(corpus[0], "qcow2")
     instances = tempfile.mkdtemp(prefix="nimbus-image-test-", dir="/var/tmp")  # /tmp/pytest-of-root is 0700
     try:

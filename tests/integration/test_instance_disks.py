@@ -14,7 +14,7 @@ import time
 import uuid as uuidlib
 
 import pytest
-from labtools import virsh
+from labtools import unavailable, virsh
 from moduletools import run_module
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
@@ -39,7 +39,7 @@ TOTALS = {"memory_mb": 4096, "disk_gb": 100, "vcpus": 4}
 def tools():
     for tool in ("qemu-img", "xorriso"):
         if shutil.which(tool) is None:
-            pytest.skip("%s is not installed (make packages)" % tool)
+            unavailable("%s is not installed (make packages)" % tool)
 
 
 class Host:
@@ -343,9 +343,9 @@ URI = "qemu:///system"
 @pytest.fixture
 def boot_host():
     if not os.path.exists(os.path.join(GUEST, "vmlinuz")):
-        pytest.skip("guest image not built (make image)")
+        unavailable("guest image not built (make image)")
     if shutil.which("virsh") is None or virsh("version", check=False).returncode != 0:
-        pytest.skip("the lab's libvirtd does not answer on %s (bash tests/lab/start.sh)" % URI)
+        unavailable("the lab's libvirtd does not answer on %s (bash tests/lab/start.sh)" % URI)
     root = "/var/tmp/nimbus-disks-test-%s" % uuidlib.uuid4().hex[:8]
     os.makedirs(root)
     host = Host(root)

@@ -12,6 +12,7 @@ import subprocess
 import uuid
 
 import pytest
+from labtools import unavailable
 
 from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import UnsupportedError
 from ansible_collections.nimbus.compute.plugins.module_utils._network.instance import ensure_absent, ensure_present
@@ -85,14 +86,14 @@ class Lab:
 
 
 @pytest.fixture
-def lab(tmp_path):
+def netlab(tmp_path):
     if not shutil.which("busybox"):
-        pytest.skip("busybox (for ping) is not installed")
-    lab = Lab(tmp_path)
+        unavailable("busybox (for ping) is not installed")
+    netlab = Lab(tmp_path)
     try:
-        yield lab
+        yield netlab
     finally:
-        lab.close()
+        netlab.close()
 
 
 def request(port_id, ip, groups, instance=None, pairs=None, sgs=(WEB, OTHER)):
@@ -102,110 +103,110 @@ def request(port_id, ip, groups, instance=None, pairs=None, sgs=(WEB, OTHER)):
     return parse_request(instance or str(uuid.uuid4()), [port], [NET], list(sgs))
 
 
-def server(lab, letter, ip, groups, **kwargs):
+def server(netlab, letter, ip, groups, **kwargs):
     req = request(str(uuid.uuid4()), ip, groups, **kwargs)
-    result = ensure_present(req, lab.instances_path, netns=lab.host)
-    guest = lab.guest(letter, result["domain_interfaces"][0], ip)
+    result = ensure_present(req, netlab.instances_path, netns=netlab.host)
+    guest = netlab.guest(letter, result["domain_interfaces"][0], ip)
     return req, result, guest
 
 
-def test_security_group_allows_group_members_and_drops_others(lab):
-    _unused1, _unused2, a = server(lab, "a", "10.77.0.10", ["web"])
-    b_req, _unused, b = server(lab, "b", "10.77.0.11", ["web"])
-    _unused1, _unused2, c = server(lab, "c", "10.77.0.12", ["other"])
-    assert lab.ping(a, "10.77.0.11"), "A and B share group web, which allows ICMP from web"
-    assert lab.ping(b, "10.77.0.10")
-    assert not lab.ping(c, "10.77.0.11"), "C is not in group web"
-    assert not lab.ping(a, "10.77.0.12"), "group other allows no ingress"
+def test_security_group_allows_group_members_and_drops_others(netlab):
+    _unused1, _unused2, a = server(netlab, "a", "10.77.0.10", ["web"])
+    b_req, _unused, b = server(netlab, "b", "10.77.0.11", ["web"])
+    _unused1, _unused2, c = server(netlab, "c", "10.77.0.12", ["other"])
+    assert netlab.ping(a, "10.77.0.11"), "A and B share group web, which allows ICMP from web"
+    assert netlab.ping(b, "10.77.0.10")
+    assert not netlab.ping(c, "10.77.0.11"), "C is not in group web"
+    assert not netlab.ping(a, "10.77.0.12"), "group other allows no ingress"
 
     # Removing the ICMP rule from B's group stops A's pings too.
     no_icmp = dict(WEB, rules=[r for r in WEB["rules"] if r["direction"] == "egress"])
     port = b_req.ports[0]
     again = request(port.id, "10.77.0.11", ["web"], instance=b_req.instance_uuid, sgs=(no_icmp, OTHER))
-    result = ensure_present(again, lab.instances_path, netns=lab.host, scope="firewall")
+    result = ensure_present(again, netlab.instances_path, netns=netlab.host, scope="firewall")
     assert result["firewall"]["changed"] is True
-    assert not lab.ping(a, "10.77.0.11")
+    assert not netlab.ping(a, "10.77.0.11")
 
 
-def test_spoofed_ip_or_mac_gets_nothing_through(lab):
-    _unused1, _unused2, a = server(lab, "a", "10.77.0.20", ["web"], pairs=[{"ip_address": "10.77.0.50/32"}])
-    server(lab, "b", "10.77.0.21", ["web"])
-    assert lab.ping(a, "10.77.0.21")
+def test_spoofed_ip_or_mac_gets_nothing_through(netlab):
+    _unused1, _unused2, a = server(netlab, "a", "10.77.0.20", ["web"], pairs=[{"ip_address": "10.77.0.50/32"}])
+    server(netlab, "b", "10.77.0.21", ["web"])
+    assert netlab.ping(a, "10.77.0.21")
 
     sh("ip", "-n", a, "addr", "flush", "dev", "eth0")
     sh("ip", "-n", a, "addr", "add", "10.77.0.99/24", "dev", "eth0")
-    assert not lab.ping(a, "10.77.0.21"), "a source IP that is not the port's is dropped"
+    assert not netlab.ping(a, "10.77.0.21"), "a source IP that is not the port's is dropped"
 
     sh("ip", "-n", a, "addr", "flush", "dev", "eth0")
     sh("ip", "-n", a, "addr", "add", "10.77.0.50/24", "dev", "eth0")
-    assert lab.ping(a, "10.77.0.21"), "an allowed address pair may be used"
+    assert netlab.ping(a, "10.77.0.21"), "an allowed address pair may be used"
 
     sh("ip", "-n", a, "addr", "flush", "dev", "eth0")
     sh("ip", "-n", a, "addr", "add", "10.77.0.20/24", "dev", "eth0")
     sh("ip", "-n", a, "link", "set", "eth0", "address", "fa:16:3e:de:ad:01")
-    assert not lab.ping(a, "10.77.0.21"), "a changed MAC is dropped"
+    assert not netlab.ping(a, "10.77.0.21"), "a changed MAC is dropped"
 
 
-def test_second_run_changes_nothing_and_absent_restores_the_host(lab):
-    before = lab.snapshot()
+def test_second_run_changes_nothing_and_absent_restores_the_host(netlab):
+    before = netlab.snapshot()
     req = request(str(uuid.uuid4()), "10.77.0.30", ["web"])
-    first = ensure_present(req, lab.instances_path, netns=lab.host)
+    first = ensure_present(req, netlab.instances_path, netns=netlab.host)
     assert first["changed"] is True and first["created_links"] == ["brqprivate"]
-    rules = lab.ruleset()
-    second = ensure_present(req, lab.instances_path, netns=lab.host)
+    rules = netlab.ruleset()
+    second = ensure_present(req, netlab.instances_path, netns=netlab.host)
     assert second["changed"] is False
-    assert lab.ruleset() == rules, "the ruleset is byte-identical after a second run"
+    assert netlab.ruleset() == rules, "the ruleset is byte-identical after a second run"
 
     # A second server on the same network keeps the bridge alive when the first goes.
     other = request(str(uuid.uuid4()), "10.77.0.31", ["web"])
-    ensure_present(other, lab.instances_path, netns=lab.host)
-    gone = ensure_absent(req.instance_uuid, lab.instances_path, netns=lab.host)
+    ensure_present(other, netlab.instances_path, netns=netlab.host)
+    gone = ensure_absent(req.instance_uuid, netlab.instances_path, netns=netlab.host)
     assert gone["removed_links"] == []
-    assert "brqprivate" in sh("ip", "-n", lab.host, "link", "show").stdout
+    assert "brqprivate" in sh("ip", "-n", netlab.host, "link", "show").stdout
 
-    lab.unplug(first["domain_interfaces"][0])  # libvirt removes a bridge tap when the domain stops
-    ensure_absent(other.instance_uuid, lab.instances_path, netns=lab.host)
-    assert lab.snapshot() == before
-    assert ensure_absent(other.instance_uuid, lab.instances_path, netns=lab.host)["changed"] is False
+    netlab.unplug(first["domain_interfaces"][0])  # libvirt removes a bridge tap when the domain stops
+    ensure_absent(other.instance_uuid, netlab.instances_path, netns=netlab.host)
+    assert netlab.snapshot() == before
+    assert ensure_absent(other.instance_uuid, netlab.instances_path, netns=netlab.host)["changed"] is False
 
 
-def test_bridge_not_created_by_us_is_never_removed(lab):
-    sh("ip", "-n", lab.host, "link", "add", "br-mine", "type", "bridge")
+def test_bridge_not_created_by_us_is_never_removed(netlab):
+    sh("ip", "-n", netlab.host, "link", "add", "br-mine", "type", "bridge")
     net = dict(NET, bridge="br-mine")
     req = parse_request(str(uuid.uuid4()), [{"id": str(uuid.uuid4()), "network": "private"}], [net], [])
-    assert ensure_present(req, lab.instances_path, netns=lab.host)["created_links"] == []
-    ensure_absent(req.instance_uuid, lab.instances_path, netns=lab.host)
-    assert "br-mine" in sh("ip", "-n", lab.host, "link", "show").stdout
+    assert ensure_present(req, netlab.instances_path, netns=netlab.host)["created_links"] == []
+    ensure_absent(req.instance_uuid, netlab.instances_path, netns=netlab.host)
+    assert "br-mine" in sh("ip", "-n", netlab.host, "link", "show").stdout
 
 
-def test_without_bridge_netfilter_nothing_changes(lab):
-    sh("ip", "netns", "exec", lab.host, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
-    before = lab.snapshot()
+def test_without_bridge_netfilter_nothing_changes(netlab):
+    sh("ip", "netns", "exec", netlab.host, "sysctl", "-qw", "net.bridge.bridge-nf-call-iptables=0")
+    before = netlab.snapshot()
     req = request(str(uuid.uuid4()), "10.77.0.40", ["web"])
     with pytest.raises(UnsupportedError, match="bridge-nf-call-iptables"):
-        ensure_present(req, lab.instances_path, netns=lab.host)
-    assert lab.snapshot() == before
+        ensure_present(req, netlab.instances_path, netns=netlab.host)
+    assert netlab.snapshot() == before
 
 
-def _vlan_request(lab, vlan_id, ip):
+def _vlan_request(netlab, vlan_id, ip):
     net = {"name": "v%d" % vlan_id, "type": "vlan", "physical_interface": "phys0", "vlan_id": vlan_id, "cidr": "10.78.0.0/24"}
     port = {"id": str(uuid.uuid4()), "network": net["name"], "fixed_ips": [ip], "security_groups": ["all"]}
     sg = {"name": "all", "rules": [{"direction": "ingress"}, {"direction": "egress"}]}
     return parse_request(str(uuid.uuid4()), [port], [net], [sg])
 
 
-def _vlan_supported(lab):
-    probe = sh("ip", "-n", lab.host, "link", "add", "link", "phys0", "name", "phys0.9", "type", "vlan", "id", 9, check=False)
-    sh("ip", "-n", lab.host, "link", "del", "phys0.9", check=False)
+def _vlan_supported(netlab):
+    probe = sh("ip", "-n", netlab.host, "link", "add", "link", "phys0", "name", "phys0.9", "type", "vlan", "id", 9, check=False)
+    sh("ip", "-n", netlab.host, "link", "del", "phys0.9", check=False)
     return probe.returncode == 0
 
 
 @pytest.fixture
-def vlan_lab(lab):
-    sh("ip", "-n", lab.host, "link", "add", "phys0", "type", "veth", "peer", "name", "phys0-peer")
-    sh("ip", "-n", lab.host, "link", "set", "phys0", "up")
-    sh("ip", "-n", lab.host, "link", "set", "phys0-peer", "up")
-    return lab
+def vlan_lab(netlab):
+    sh("ip", "-n", netlab.host, "link", "add", "phys0", "type", "veth", "peer", "name", "phys0-peer")
+    sh("ip", "-n", netlab.host, "link", "set", "phys0", "up")
+    sh("ip", "-n", netlab.host, "link", "set", "phys0-peer", "up")
+    return netlab
 
 
 def test_vlan_unsupported_kernel_fails_clearly_and_changes_nothing(vlan_lab):

@@ -14,7 +14,7 @@ import time
 import uuid as uuidlib
 
 import pytest
-from labtools import virsh
+from labtools import unavailable, virsh
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
@@ -35,14 +35,14 @@ BOOT_TIMEOUT = 120.0
 
 
 @pytest.fixture(scope="module", autouse=True)
-def lab():
+def _volume_lab(lab, guest_images):
     if shutil.which("virsh") is None or virsh("version", check=False).returncode != 0:
-        pytest.skip("the lab's libvirtd does not answer on %s (bash tests/lab/start.sh)" % URI)
+        unavailable("the lab's libvirtd does not answer on %s (bash tests/lab/start.sh)" % URI)
     for tool in ("tgtd", "tgtadm", "qemu-nbd"):
         if shutil.which(tool) is None:
-            pytest.skip("%s is not installed (apt-get install tgt qemu-utils)" % tool)
+            unavailable("%s is not installed (apt-get install tgt qemu-utils)" % tool)
     if not all(os.path.exists(os.path.join(GUEST, f)) for f in ("vmlinuz", "initrd.img")):
-        pytest.skip("the embedded guest is not built (python tests/lab/guest_image.py)")
+        unavailable("the embedded guest is not built (python tests/lab/guest_image.py)")
 
 
 def volume_secrets():

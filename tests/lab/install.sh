@@ -20,7 +20,7 @@ PACKAGES=(
 )
 
 if [ "$(id -u)" -ne 0 ]; then
-  echo "nimbus lab: must run as root (it installs packages and starts libvirtd); try: sudo make $*" >&2
+  echo "nimbus lab: must run as root (it installs packages and starts libvirtd); try: sudo make demo (or sudo make test)" >&2
   exit 2
 fi
 if ! command -v apt-get >/dev/null || ! command -v dpkg-query >/dev/null; then

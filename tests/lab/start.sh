@@ -21,8 +21,10 @@ if ! answering; then
   if [ "$(ps -p 1 -o comm= 2>/dev/null)" = systemd ]; then
     systemctl start virtlogd.socket libvirtd.socket libvirtd.service
   else
-    pgrep -x virtlogd >/dev/null || virtlogd -d
-    if ! pgrep -x libvirtd >/dev/null; then
+    # By pid file, not by name: the fleet's own libvirtd/virtlogd (tests/lab/fleet.py) share the names.
+    running() { [ -s "$1" ] && kill -0 "$(cat "$1")" 2>/dev/null; }
+    running /run/virtlogd.pid || virtlogd -d
+    if ! running /run/libvirtd.pid; then
       rm -f /run/libvirt/libvirt-sock /run/libvirtd.pid
       libvirtd -d
     fi
