@@ -237,22 +237,39 @@ def write_atomic(path, data):
     os.replace(path + ".tmp", path)
 
 
+def _build_id(package):
+    return hashlib.sha256((package + INIT + "".join(MODULES)).encode()).hexdigest()[:12]
+
+
+def _cached_package(stamp, paths):
+    """The kernel package of the cached build when its files are all there and the guest's init and
+    modules are unchanged; None otherwise. A newer kernel in apt's lists alone does not rebuild (the
+    image ids, and so a running demo server, stay the same); --force does."""
+    try:
+        with open(stamp, encoding="utf-8") as handle:
+            build_id, package = handle.read().split()
+    except (OSError, ValueError):
+        return None
+    fresh = build_id == _build_id(package) and all(map(os.path.exists, paths.values()))
+    return package if fresh else None
+
+
 def build(force=False):
     os.makedirs(OUT, exist_ok=True)
-    package = kernel_package()
-    build_id = hashlib.sha256((package + INIT + "".join(MODULES)).encode()).hexdigest()[:12]
     paths = {name: os.path.join(OUT, name) for name in ("vmlinuz", "initrd.img", "root.qcow2")}
     stamp = os.path.join(OUT, "build-id")
-    fresh = os.path.exists(stamp) and open(stamp).read().strip() == build_id and all(map(os.path.exists, paths.values()))
-    if force or not fresh:
+    package = None if force else _cached_package(stamp, paths)
+    if package is None:
+        package = kernel_package()
+        build_id = _build_id(package)
         deb = fetch_kernel_deb(package)
         with tempfile.TemporaryDirectory(dir=OUT) as work:
             kernel, modules = extract_kernel_and_modules(deb, work)
         write_atomic(paths["vmlinuz"], kernel)
         write_atomic(paths["initrd.img"], build_initrd(modules))
         build_root_disk(paths["root.qcow2"])
-        write_atomic(stamp, build_id.encode())
-    return records(paths, build_id, package)
+        write_atomic(stamp, ("%s %s\n" % (build_id, package)).encode())
+    return records(paths, _build_id(package), package)
 
 
 def records(paths, build_id, package):

@@ -42,3 +42,23 @@ def test_records_link_kernel_and_ramdisk(tmp_path):
     assert root["properties"]["ramdisk_id"] == result["nimbus_guest_ramdisk"]["id"]
     assert result["nimbus_guest_kernel"]["checksum"].startswith("sha256:")
     assert (tmp_path / "images.json").exists()
+
+
+def test_a_cached_build_is_kept_when_apt_knows_a_newer_kernel(tmp_path, monkeypatch):
+    monkeypatch.setattr(guest_image, "OUT", str(tmp_path))
+    for name in ("vmlinuz", "initrd.img", "root.qcow2"):
+        (tmp_path / name).write_bytes(name.encode())
+    package = "linux-image-6.1.0-50-amd64"
+    (tmp_path / "build-id").write_text("%s %s\n" % (guest_image._build_id(package), package))
+
+    def newer_kernel_in_apt():
+        raise AssertionError("a complete cached build must not ask apt")
+
+    monkeypatch.setattr(guest_image, "kernel_package", newer_kernel_in_apt)
+    result = guest_image.build()
+    assert result["nimbus_guest_build"] == {"id": guest_image._build_id(package), "kernel_package": package}
+    assert (tmp_path / "vmlinuz").read_bytes() == b"vmlinuz", "nothing rebuilt"
+
+    (tmp_path / "initrd.img").unlink()  # an incomplete cache is rebuilt, asking apt which kernel
+    with pytest.raises(AssertionError, match="must not ask apt"):
+        guest_image.build()
