@@ -10,16 +10,24 @@ import os
 import time
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes, write_atomic
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
 
 JOURNAL_NAME = "instance.json"
 
 
+class JournalError(NimbusError, ValueError):
+    """``instance.json`` exists but is not a journal (truncated, not JSON, not an object). Also a
+    ValueError, which is what reading a corrupt journal raised before, for callers that catch that."""
+
+
 class Journal:
-    def __init__(self, instance_dir):
+    def __init__(self, instance_dir, step=None):
+        """Load the journal (empty when there is none). A corrupt one raises JournalError naming the
+        file and ``step``: nothing may act on a journal it cannot read, since rollback depends on it."""
         self.instance_dir = instance_dir
         self.path = os.path.join(instance_dir, JOURNAL_NAME)
         raw = read_bytes(self.path)
-        self.data = json.loads(raw.decode("utf-8")) if raw else {"steps": {}}
+        self.data = _load(self.path, raw, step) if raw else {"steps": {}}
         self.data.setdefault("steps", {})
 
     def exists(self):
@@ -52,3 +60,22 @@ class Journal:
     def save(self):
         if os.path.isdir(self.instance_dir):
             write_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n", mode=0o600)
+
+
+def _load(path, raw, step):
+    def corrupt(reason):
+        return JournalError("the build journal %s cannot be read (%s): repair it, or move it aside once the "
+                            "resources it lists are known to be gone" % (path, reason), step=step)
+
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise corrupt("not UTF-8 text")
+    except ValueError as exc:
+        raise corrupt("not JSON: %s" % exc)
+    if not isinstance(data, dict):
+        raise corrupt("a JSON %s, not an object" % type(data).__name__)
+    steps = data.get("steps", {})
+    if not isinstance(steps, dict) or not all(isinstance(entry, dict) for entry in steps.values()):
+        raise corrupt("'steps' is not an object of objects")
+    return data

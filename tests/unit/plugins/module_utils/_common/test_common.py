@@ -105,6 +105,23 @@ def test_journal_records_and_reloads(tmp_path):
     assert oct((tmp_path / "instance.json").stat().st_mode & 0o777) == "0o600"
 
 
+@pytest.mark.parametrize("content, reason", [
+    (b'{"steps": {', "not JSON"), (b"\xff", "not UTF-8"), (b"[1]", "a JSON list, not an object"),
+    (b'{"steps": {"domain": 1}}', "'steps' is not an object of objects"),
+])
+def test_corrupt_journal_is_a_clean_error_that_is_still_a_value_error(tmp_path, content, reason):
+    from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+    from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import JournalError
+
+    (tmp_path / "instance.json").write_bytes(content)
+    with pytest.raises(JournalError, match=reason) as err:
+        Journal(str(tmp_path), step="volume_attach")
+    assert isinstance(err.value, NimbusError) and isinstance(err.value, ValueError)  # old callers caught ValueError
+    assert err.value.step == "volume_attach" and str(tmp_path / "instance.json") in err.value.msg
+    assert (tmp_path / "instance.json").read_bytes() == content
+    assert Journal(str(tmp_path / "missing")).data == {"steps": {}}
+
+
 def test_failure_turns_os_errors_into_one_message():
     from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import failure
 
