@@ -16,9 +16,13 @@ description:
   - On a stopped domain (build time, after M(nimbus.compute.domain) O(nimbus.compute.domain#module:state=defined)) the volume
     goes into the persistent definition only; on a running or paused domain it is hot-plugged too (C(attachDeviceFlags) live and
     config).
-  - Before a volume is attached it is opened the way QEMU will open it (a live attach on a running domain, else a transient
-    paused domain holding only that disk), so a missing LUN, a wrong CHAP password or an unreachable portal fails here with
-    QEMU's reason, and nothing is left behind (no secret, no session, no XML change).
+  - Before a volume is attached it is opened the way QEMU will open it, on a stopped and on a running domain alike (before
+    the hot attach too) - a transient paused domain holding only that disk, started by a child process and killed after
+    O(connect_timeout) + 5 s - so a missing LUN, a wrong CHAP password, an unreachable portal or a target that never answers
+    fails here with QEMU's reason, the server's own QEMU is never touched by it, and nothing is left behind (no secret, no
+    session, no XML change). RBD volumes are not probed.
+  - Any failure after the domain was changed (also a full or read-only disk under C(libvirt.xml) or C(instance.json))
+    rolls the attach back. A C(instance.json) that cannot be read fails the call before anything changes.
   - "iSCSI: a host-side login with C(iscsiadm) is used when the kernel has the C(iscsi_tcp) transport and the volume has no CHAP;
     otherwise QEMU's own initiator (C(<source protocol='iscsi'>)). RV(iscsi_initiator) says which was used."
   - CHAP passwords go into a private libvirt secret through the libvirt API (never on a command line, in the XML or in logs);
@@ -65,9 +69,22 @@ options:
             description: iSCSI target name.
             type: str
           target_lun:
-            description: iSCSI LUN (0-16383).
+            description: iSCSI LUN (0-16383); the first of O(connection_info.data.target_luns), else V(0), when omitted.
             type: int
-            default: 0
+          target_portals:
+            description:
+              - Cinder's multipath list of portals, one per path. Multipath is not supported; the first entry is used
+                when O(connection_info.data.target_portal) is missing, and the lists are otherwise ignored.
+            type: list
+            elements: str
+          target_iqns:
+            description: Cinder's multipath list of IQNs (see O(connection_info.data.target_portals)).
+            type: list
+            elements: str
+          target_luns:
+            description: Cinder's multipath list of LUNs (see O(connection_info.data.target_portals)).
+            type: list
+            elements: int
           auth_method:
             description: iSCSI authentication, V(CHAP) or none.
             type: str
@@ -96,6 +113,16 @@ options:
             type: str
           secret_uuid:
             description: UUID of the libvirt C(ceph) secret holding the cephx key.
+            type: str
+          cluster_name:
+            description: Ceph cluster name Cinder sends (usually C(ceph)); ignored, QEMU reaches the monitors in
+              O(connection_info.data.hosts), as with Nova's libvirt driver.
+            type: str
+          keyring:
+            description:
+              - Keyring Cinder sends when it has C(rbd_keyring_conf); accepted and ignored, as Nova's libvirt driver does.
+                It is never written to disk, put on a command line or logged. The cephx key must already be in the
+                libvirt secret O(connection_info.data.secret_uuid).
             type: str
           host:
             description: NBD server.
@@ -235,6 +262,8 @@ libvirt_xml_updated:
   type: bool
 """
 
+import traceback
+
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
@@ -244,7 +273,10 @@ from ansible_collections.nimbus.compute.plugins.module_utils._volume import atta
 DATA_OPTIONS = dict(
     target_portal=dict(type="str"),
     target_iqn=dict(type="str"),
-    target_lun=dict(type="int", default=0),
+    target_lun=dict(type="int"),
+    target_portals=dict(type="list", elements="str"),
+    target_iqns=dict(type="list", elements="str"),
+    target_luns=dict(type="list", elements="int"),
     auth_method=dict(type="str"),
     auth_username=dict(type="str"),
     auth_password=dict(type="str", no_log=True),
@@ -254,6 +286,8 @@ DATA_OPTIONS = dict(
     auth_enabled=dict(type="bool"),
     secret_type=dict(type="str"),
     secret_uuid=dict(type="str", no_log=False),  # a UUID naming the secret, not the secret
+    cluster_name=dict(type="str"),
+    keyring=dict(type="str", no_log=True),  # accepted from Cinder, never used, never on disk
     host=dict(type="str"),
     port=dict(type="int"),
     export=dict(type="str"),
@@ -292,6 +326,9 @@ def main():
         result = attach.run(module.params, check_mode=module.check_mode)
     except (NimbusError, OSError) as err:
         module.fail_json(**failure(err, "volume_attach"))
+    except Exception as err:  # an unexpected library error or a bug: one message naming the step, not a traceback
+        module.fail_json(msg="volume_attach: unexpected %s: %s" % (type(err).__name__, err), failed_step="volume_attach",
+                         reschedule=False, exception=traceback.format_exc())
     if not module._diff:
         result.pop("diff", None)
     module.exit_json(**result)

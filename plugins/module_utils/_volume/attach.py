@@ -3,19 +3,22 @@
 """Attach and detach a volume (Nova's ``attach_volume`` / ``detach_volume`` in our words).
 
 Attach: validate everything, refuse a volume that another domain (or this one, under another id) already
-uses, store a CHAP secret in libvirt, connect (host-side iSCSI login or nothing: QEMU connects itself),
-check that the volume opens, then ``attachDeviceFlags`` with CONFIG (+ LIVE on an active domain), and
-insert the same ``<disk>`` into ``<uuid>/libvirt.xml`` so the domain step stays ``changed=false``.
-Any failure undoes what this call made (secret, session, attachment): no half-attached volume.
+uses, read ``libvirt.xml`` and the journal (a file that cannot be read fails here, before any change),
+store a CHAP secret in libvirt, connect (host-side iSCSI login or nothing: QEMU connects itself), check
+that the volume opens, record it in the journal (write-ahead), then ``attachDeviceFlags`` with CONFIG
+(+ LIVE on an active domain), and last insert the same ``<disk>`` into ``<uuid>/libvirt.xml`` so the
+domain step stays ``changed=false``. Any failure, of any kind (a full disk too), undoes what this call
+made (attachment, journal entry, session, secret): no half-attached volume.
 
 A volume is checked before it is attached, on a running server too: a transient paused domain holding
 only that disk is started and destroyed by a child process (``probe.py``), with the same XML and
 secret QEMU will use, bounded by the timeout. A target that accepts TCP but never answers would block
 QEMU's open (and libvirt's call) without limit: the probe catches it before the server is touched.
 
-Detach: live first (waiting, bounded, for the guest to release the device), then the persistent
-config, then libvirt.xml, the secret and a host-side session. A volume that is not attached is
-``changed=false``.
+Detach: the same files are read first; then live (waiting, bounded, for the guest to release the
+device), the persistent config, libvirt.xml, the secret, a host-side session, and the journal entry
+last. Each step is idempotent: after a failure half-way, a re-run finishes. A volume that is not
+attached is ``changed=false``.
 """
 
 from __future__ import annotations
@@ -218,9 +221,17 @@ def _wait_detached(dom, volume_id, timeout):
     deadline = time.monotonic() + timeout
     next_retry = time.monotonic() + DETACH_RETRY
     while True:
-        if not dom.isActive():
-            return
-        disks = volume_xml.volume_disks(_parse(dom.XMLDesc(0)), volume_id)
+        try:
+            if not dom.isActive():
+                return
+            xml = dom.XMLDesc(0)
+        except libvirt.libvirtError as exc:
+            # Undefined and destroyed meanwhile (or libvirtd went away): say so, not a traceback.
+            what = ("the domain went away" if exc.get_error_code() == libvirt.VIR_ERR_NO_DOMAIN
+                    else "reading the live domain XML failed")
+            raise VolumeError("%s while waiting for the guest to release volume %s: %s; run state=absent again to "
+                              "remove what is left" % (what, volume_id, exc.get_error_message()))
+        disks = volume_xml.volume_disks(_parse(xml), volume_id)
         if not disks:
             return
         now = time.monotonic()
@@ -280,17 +291,37 @@ def _remove_edit(volume_id):
     return lambda root: volume_xml.remove_volume(root, volume_id) > 0
 
 
-def _journal_add(req, record, created):
-    journal = Journal(req.instance_dir)
+def load_journal(req):
+    """The instance's journal, read and checked before anything changes: attach and detach record in it
+    after changing the domain, and a journal that cannot be read then would leave a volume half-done."""
+    journal = Journal(req.instance_dir, step=STEP)
+    entry = journal.data["steps"].get(STEP)
+    volumes = entry.get("volumes", {}) if entry is not None else {}
+    if entry is not None and (not isinstance(volumes, dict) or not all(isinstance(v, dict) for v in volumes.values())
+                              or not isinstance(entry.get("created", []), list)):
+        raise VolumeError("the build journal %s has a malformed %s entry (volumes must be an object, created a list): "
+                          "repair it first" % (journal.path, STEP))
+    return journal
+
+
+def _journal_add(journal, req, record, created):
     entry = journal.step(STEP)
     volumes = dict(entry.get("volumes", {}))
     volumes[req.volume_id] = record
     journal.record(STEP, created=created, volumes=volumes)
 
 
-def _journal_remove(req):
+def _journal_restore(journal, raw):
+    """Put ``instance.json`` back as it was (``raw`` None: there was none)."""
+    if raw is None:
+        if os.path.exists(journal.path):
+            os.unlink(journal.path)
+    else:
+        write_atomic(journal.path, raw, mode=0o600)
+
+
+def _journal_remove(journal, req):
     """Forget the volume in the journal; returns its record (device, secret, session) or {}."""
-    journal = Journal(req.instance_dir)
     entry = journal.data["steps"].get(STEP)
     if not entry:
         return {}
@@ -326,19 +357,41 @@ class _Undo:
     def __init__(self):
         self.steps = []
 
-    def push(self, fn):
-        self.steps.append(fn)
+    def push(self, what, fn):
+        self.steps.append((what, fn))
 
     def run(self):
-        for fn in reversed(self.steps):
+        """Undo everything (best effort: every step is tried); returns what could not be undone."""
+        failed = []
+        for what, fn in reversed(self.steps):
             try:
                 fn()
-            except Exception:  # undo is best effort; the original error is the one to report
-                pass
+            except Exception as exc:  # the original error is the one to report; this one is added to it
+                failed.append("%s (%s)" % (what, getattr(exc, "msg", None) or exc))
+        return failed
+
+
+def _rolled_back(exc, undo, what):
+    """Undo, then the error to raise: a NimbusError as it is, anything else (a full or read-only disk under
+    libvirt.xml or the journal, a bug) as a VolumeError naming the step; plus what could not be undone."""
+    failed = undo.run()
+    if isinstance(exc, NimbusError) and not failed:
+        return exc
+    if isinstance(exc, NimbusError):
+        msg = exc.msg
+    elif isinstance(exc, OSError):
+        msg = "%s failed: %s%s" % (what, exc.strerror or exc, ": %s" % exc.filename if exc.filename else "")
+    else:
+        msg = "%s failed: %s: %s" % (what, type(exc).__name__, exc)
+    if failed:
+        msg += "; rollback incomplete, left behind: %s" % ", ".join(failed)
+    elif undo.steps:
+        msg += "; rolled back (nothing this call made is left)"
+    return VolumeError(msg, retryable=exc.retryable if isinstance(exc, NimbusError) else None)
 
 
 def attach(conn, req, check_mode):
-    libvirt = libvirt_module(STEP)
+    libvirt_module(STEP)  # no bindings: a clear error before anything
     dom = _find_domain(conn, req.instance_uuid)
     if dom is None:
         raise VolumeError("domain %s is not defined: run nimbus.compute.domain state=defined first"
@@ -378,32 +431,38 @@ def attach(conn, req, check_mode):
     if device in used:
         raise common.invalid("device %s is already used by another disk of this server" % device)
     result.update(device=device, bus=req.bus)
+    spec = dict(req.spec)
+    if spec["driver"] == "rbd" and spec.get("secret_uuid") and secrets.lookup(conn, spec["secret_uuid"]) is None:
+        raise common.invalid("libvirt has no Ceph secret %s (define it on the host, as Nova's rbd_secret_uuid)"
+                             % spec["secret_uuid"])
+    if spec["driver"] != "rbd":
+        host, portnum = spec["hosts"][0]
+        common.check_reachable(host, portnum, req.connect_timeout,
+                               "iSCSI portal" if spec["driver"] == "iscsi" else "NBD server")
+    disk = volume_xml.disk_element(dict(spec, secret_uuid=result["secret_uuid"], device_path=None), device, req.bus,
+                                   req.volume_id, _boot_order(req, config))
+    # Read (and parse) libvirt.xml and the journal now: after the attach is too late to find them unreadable.
+    changed, before, after = edit_libvirt_xml(req, _insert_edit(disk, req.volume_id), check_mode=True)
+    journal = load_journal(req)
+    if check_mode:
+        result.update(changed=True, disk_xml=_to_text(disk), diff={"before": before, "after": after})
+        return result
+    journal_raw = read_bytes(journal.path)
     undo = _Undo()
+    step = "preparing volume %s" % req.volume_id
     try:
-        spec = dict(req.spec)
-        if spec["driver"] == "rbd" and spec.get("secret_uuid") and secrets.lookup(conn, spec["secret_uuid"]) is None:
-            raise common.invalid("libvirt has no Ceph secret %s (define it on the host, as Nova's rbd_secret_uuid)"
-                                 % spec["secret_uuid"])
-        if spec["driver"] != "rbd":
-            host, portnum = spec["hosts"][0]
-            common.check_reachable(host, portnum, req.connect_timeout,
-                                   "iSCSI portal" if spec["driver"] == "iscsi" else "NBD server")
-        disk = volume_xml.disk_element(dict(spec, secret_uuid=result["secret_uuid"], device_path=None), device, req.bus,
-                                       req.volume_id, _boot_order(req, config))
-        if check_mode:
-            changed, before, after = edit_libvirt_xml(req, _insert_edit(disk, req.volume_id), check_mode=True)
-            result.update(changed=True, disk_xml=_to_text(disk), diff={"before": before, "after": after})
-            return result
         created = ["volume:%s" % req.volume_id]
         if spec["driver"] == "iscsi" and spec["auth_username"]:
+            step = "storing the CHAP secret of volume %s" % req.volume_id
             uuid, made = secrets.define(conn, req.volume_id, req.password)
             if made:
-                undo.push(lambda: secrets.undefine(conn, uuid))
+                undo.push("libvirt secret %s" % uuid, lambda: secrets.undefine(conn, uuid))
                 created.append("secret:%s" % uuid)
         record = {"driver": spec["driver"], "device": device, "initiator": initiator, "secret_uuid": result["secret_uuid"]}
         if initiator == "host":
+            step = "logging in to iSCSI target %s" % spec["iqn"]
             spec["device_path"] = iscsi.login(spec, req.connect_timeout)
-            undo.push(lambda: iscsi.logout(spec))
+            undo.push("iSCSI session %s" % spec["iqn"], lambda: iscsi.logout(spec))
             record.update(session="%s,%s" % (spec["iqn"], iscsi.portal_text(*spec["hosts"][0])), iqn=spec["iqn"],
                           portal=iscsi.portal_text(*spec["hosts"][0]), lun=spec["lun"])
             created.append("iscsi-session:%s" % record["session"])
@@ -412,15 +471,29 @@ def attach(conn, req, check_mode):
         text = _to_text(disk)
         if spec["driver"] != "rbd":
             # Also before a hot attach: a target that hangs QEMU's open must not hang the running server's QEMU.
+            step = "opening volume %s" % req.volume_id
             probe(conn, req.libvirt_uri, disk, (config.find("os/type").get("arch") or "x86_64"), req.connect_timeout + 5)
+        # Journal first (write-ahead): a disk that cannot take it fails here, before the domain changes, and a
+        # run killed after the attach still leaves a record that state=absent cleans up.
+        step = "recording volume %s in %s" % (req.volume_id, journal.path)
+        undo.push("journal entry of volume %s in %s" % (req.volume_id, journal.path),
+                  lambda: _journal_restore(journal, journal_raw))
+        _journal_add(journal, req, record, created)
         flags = VIR_DOMAIN_AFFECT_CONFIG | (VIR_DOMAIN_AFFECT_LIVE if active else 0)
-        _call("attaching volume %s as %s" % (req.volume_id, device), dom.attachDeviceFlags, text, flags)
-        undo.push(lambda: dom.detachDeviceFlags(text, flags))
+        step = "attaching volume %s as %s" % (req.volume_id, device)
+        _call(step, dom.attachDeviceFlags, text, flags)
+        undo.push("disk %s of domain %s" % (device, dom.name()), lambda: dom.detachDeviceFlags(text, flags))
+        # Last, and atomic: when it fails the file is unchanged, and the undo above detaches the disk again.
+        step = "updating %s after attaching volume %s" % (_libvirt_xml_path(req), req.volume_id)
         changed, before, after = edit_libvirt_xml(req, _insert_edit(disk, req.volume_id), check_mode=False)
-        _journal_add(req, record, created)
-    except (NimbusError, libvirt.libvirtError):
-        undo.run()
-        raise
+    except BaseException as exc:  # any failure, not only libvirt's: nothing half-attached stays
+        if not isinstance(exc, Exception):  # interrupted: undo, and let the interruption through
+            undo.run()
+            raise
+        error = _rolled_back(exc, undo, step)
+        if error is exc:
+            raise
+        raise error from exc
     result.update(changed=True, disk_xml=text, libvirt_xml_updated=changed, diff={"before": before, "after": after})
     return result
 
@@ -462,6 +535,10 @@ def detach(conn, req, check_mode):
     libvirt = libvirt_module(STEP)
     dom = _find_domain(conn, req.instance_uuid)
     result = {"changed": False, "live": False, "device": None}
+    # Read (and parse) libvirt.xml and the journal first: once the disk is gone from the domain, a file that
+    # cannot be read would stop the detach half-way.
+    edit_libvirt_xml(req, _remove_edit(req.volume_id), check_mode=True)
+    journal = load_journal(req)
     if dom is not None:
         config, live = _domain_xmls(dom)
         in_config = volume_xml.volume_disks(config, req.volume_id)
@@ -480,17 +557,31 @@ def detach(conn, req, check_mode):
                 except libvirt.libvirtError as exc:
                     raise VolumeError("removing volume %s from the domain definition failed: %s"
                                       % (req.volume_id, exc.get_error_message()))
-    xml_changed, before, after = edit_libvirt_xml(req, _remove_edit(req.volume_id), check_mode)
+    what = "updating %s" % _libvirt_xml_path(req)
+    try:
+        xml_changed, before, after = edit_libvirt_xml(req, _remove_edit(req.volume_id), check_mode)
+    except OSError as exc:
+        # The domain no longer has the disk; the rest is idempotent, so a re-run finishes it.
+        raise VolumeError("volume %s is detached from the domain, but %s failed: %s; run state=absent again once "
+                          "the disk is writable" % (req.volume_id, what, exc.strerror or exc))
     result.update(libvirt_xml_updated=xml_changed, diff={"before": before, "after": after})
-    record = {} if check_mode else _journal_remove(req)
+    record = journal.step(STEP).get("volumes", {}).get(req.volume_id) or {}
     uuid = secrets.secret_uuid(req.volume_id)
     if secrets.lookup(conn, uuid) is not None:
         result["changed"] = True
         if not check_mode:
             secrets.undefine(conn, uuid)
     if record.get("session"):
-        iscsi.logout({"iqn": record["iqn"], "hosts": [iscsi.parse_portal(record["portal"])]})
         result["changed"] = True
+        if not check_mode:
+            iscsi.logout({"iqn": record["iqn"], "hosts": [iscsi.parse_portal(record["portal"])]})
+    if not check_mode:
+        # Last: until the secret and the session are gone, the journal still names them for a re-run.
+        try:
+            _journal_remove(journal, req)
+        except OSError as exc:
+            raise VolumeError("volume %s is detached, but updating the build journal %s failed: %s; run state=absent "
+                              "again once the disk is writable" % (req.volume_id, journal.path, exc.strerror or exc))
     result["changed"] = result["changed"] or xml_changed
     return result
 

@@ -45,9 +45,10 @@ def parse_portal(value):
     if not text:
         raise common.invalid("connection_info.data.target_portal is required (host:port)")
     if text.startswith("["):
-        parts = text[1:].partition("]")
-        address, rest = parts[0], parts[2]
-        portnum = rest[1:] if rest.startswith(":") else None
+        address, bracket, rest = text[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise common.invalid("iSCSI portal %r is not [IPv6]:port (unclosed bracket or text after it)" % value)
+        portnum = rest[1:] if rest else None
     elif text.count(":") == 1:
         address, portnum = text.split(":")
     else:
@@ -59,8 +60,33 @@ def portal_text(host, portnum):
     return "[%s]:%d" % (host, portnum) if ":" in host else "%s:%d" % (host, portnum)
 
 
+MULTIPATH_KEYS = (("target_portal", "target_portals"), ("target_iqn", "target_iqns"), ("target_lun", "target_luns"))
+
+
+def single_path(data):
+    """Cinder's multipath lists (``target_portals``/``target_iqns``/``target_luns``, one entry per path) -> the
+    singular keys. Multipath is not supported: a singular key wins, and when it is missing the first path's
+    entry is used, which is the path Cinder also names in the singular keys."""
+    data = dict(data)
+    lengths = set()
+    for single, plural in MULTIPATH_KEYS:
+        values = data.get(plural)
+        if values is None:
+            continue
+        if not isinstance(values, list) or not values:
+            raise common.invalid("connection_info.data.%s must be a non-empty list (one entry per path)" % plural)
+        lengths.add(len(values))
+        if data.get(single) is None or data.get(single) == "":
+            data[single] = values[0]
+    if len(lengths) > 1:
+        raise common.invalid("connection_info.data target_portals, target_iqns and target_luns must have one entry "
+                             "per path (got lengths %s)" % ", ".join(str(n) for n in sorted(lengths)))
+    return data
+
+
 def validate(data):
     """Nova's iSCSI ``connection_info.data`` -> (source spec, CHAP password or None)."""
+    data = single_path(data)
     host, portnum = parse_portal(data.get("target_portal"))
     iqn = common.require_str(data, "target_iqn", "the target's IQN")
     if not IQN_RE.match(iqn):
@@ -136,8 +162,9 @@ def _node(spec):
     return ["-m", "node", "-T", spec["iqn"], "-p", portal_text(host, portnum)]
 
 
-def login(spec, timeout, runner=ISCSIADM, exists=os.path.exists, sleep=time.sleep):
+def login(spec, timeout, runner=None, exists=os.path.exists, sleep=time.sleep):
     """Host-side login (no CHAP: see the module docstring) and a bounded wait for the LUN's device."""
+    runner = runner or ISCSIADM
     runner.run([*_node(spec), "-o", "new"])
     result = runner.run([*_node(spec), "--login"], check=False, timeout=timeout)
     if result.rc not in (0, SESSION_EXISTS):
@@ -154,8 +181,9 @@ def login(spec, timeout, runner=ISCSIADM, exists=os.path.exists, sleep=time.slee
     return path
 
 
-def logout(spec, runner=ISCSIADM):
+def logout(spec, runner=None):
     """Log the host out of the target and forget the node record; already logged out is fine."""
+    runner = runner or ISCSIADM
     result = runner.run([*_node(spec), "--logout"], check=False)
     if result.rc not in (0, NO_OBJECTS):
         raise VolumeError("iSCSI logout from %s failed: %s" % (spec["iqn"], (result.stderr.strip() or "no output")[-500:]))

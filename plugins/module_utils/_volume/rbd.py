@@ -45,11 +45,18 @@ def validate(data):
     enabled = data.get("auth_enabled")
     enabled = bool(username) if enabled is None else bool(enabled)
     secret_uuid = None
+    # ``keyring`` (Cinder's rbd_keyring_conf) and ``cluster_name`` are ignored, as Nova's libvirt driver does:
+    # QEMU reaches the monitors in ``hosts`` with the key from the libvirt secret, and a key never goes to a
+    # file or a command line here.
     if enabled:
         if not username or not CEPH_USER_RE.match(str(username)):
             raise common.invalid("RBD auth needs auth_username (a cephx user such as cinder)")
         if data.get("secret_type") not in (None, "ceph"):
             raise common.invalid("RBD secret_type must be ceph")
+        if not data.get("secret_uuid"):
+            raise common.invalid("RBD auth needs secret_uuid, the UUID of the host's libvirt ceph secret holding the "
+                                 "cephx key%s" % ("; the keyring in connection_info is not used (a key is never put "
+                                                  "on disk or on a command line)" if data.get("keyring") else ""))
         secret_uuid = validate_uuid(data.get("secret_uuid"), what="RBD secret_uuid", step=STEP)
     return {
         "driver": "rbd",

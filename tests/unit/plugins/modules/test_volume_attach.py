@@ -49,6 +49,31 @@ def test_module_failure_names_the_step(tmp_path, capsys):
     assert "domain instance-%s is not defined" % UUID in result["msg"] and PASSWORD not in json.dumps(result)
 
 
+# What Cinder's initialize_connection returns (os-brick's keys), passed through as it is.
+CINDER_RBD = {"driver_volume_type": "rbd", "data": {
+    "name": "volumes/volume-0e6f2a3c", "hosts": ["192.0.2.1", "192.0.2.2"], "ports": ["6789", "6789"],
+    "cluster_name": "ceph", "auth_enabled": True, "auth_username": "cinder", "secret_type": "ceph",
+    "secret_uuid": "457eb676-33da-42ec-9a8c-9293d545c337", "keyring": "[client.cinder]\n\tkey = AQBKeyring77==",
+    "volume_id": "0e6f2a3c", "discard": True, "qos_specs": None, "access_mode": "rw", "encrypted": False}}
+CINDER_ISCSI = {"driver_volume_type": "iscsi", "data": {
+    "target_discovered": False, "target_portal": "192.0.2.10:3260", "target_iqn": "iqn.2010-10.org.openstack:v-1",
+    "target_lun": 0, "target_portals": ["192.0.2.10:3260", "192.0.2.11:3260"],
+    "target_iqns": ["iqn.2010-10.org.openstack:v-1", "iqn.2010-10.org.openstack:v-1"], "target_luns": [0, 0],
+    "volume_id": "0e6f2a3c", "auth_method": "CHAP", "auth_username": "nova", "auth_password": PASSWORD,
+    "encrypted": False, "qos_specs": {"total_iops_sec": "100"}, "access_mode": "rw", "discard": False,
+    "cacheable": False}}
+
+
+@pytest.mark.parametrize("info", [CINDER_RBD, CINDER_ISCSI], ids=["rbd", "iscsi"])
+def test_cinder_connection_info_is_accepted_as_it_comes(tmp_path, capsys, info):
+    result = run({"instance_uuid": UUID, "volume_id": "vol-1", "instances_path": str(tmp_path),
+                  "libvirt_uri": "test:///default", "connection_info": info}, capsys)
+    text = json.dumps(result)
+    # Past the argument spec and the validators: it stops only because the test driver has no such domain.
+    assert "domain instance-%s is not defined" % UUID in result["msg"], result["msg"]
+    assert "AQBKeyring77" not in text and PASSWORD not in text
+
+
 def test_detach_of_a_volume_that_is_not_attached_is_unchanged(tmp_path, capsys):
     result = run({"instance_uuid": UUID, "volume_id": "vol-1", "instances_path": str(tmp_path), "state": "absent",
                   "libvirt_uri": "test:///default"}, capsys)
@@ -71,4 +96,5 @@ def test_documentation_matches_the_argument_spec():
     own = {k: v for k, v in volume_attach.ARGUMENT_SPEC.items() if k not in ("libvirt_uri", "instances_path")}
     _compare(doc["options"], own, "options")
     assert volume_attach.DATA_OPTIONS["auth_password"]["no_log"] is True
+    assert volume_attach.DATA_OPTIONS["keyring"]["no_log"] is True
     assert doc["version_added"] == "0.1.0" and doc["author"] == "nimbus.compute developers (@nimbus)"

@@ -10,9 +10,10 @@ import libvirt
 import pytest
 from lxml import etree
 
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common import journal as journal_module
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.compare import parse
-from ansible_collections.nimbus.compute.plugins.module_utils._volume import attach, common, secrets
+from ansible_collections.nimbus.compute.plugins.module_utils._volume import attach, common, iscsi, secrets
 from ansible_collections.nimbus.compute.plugins.module_utils._volume import xml as volume_xml
 from ansible_collections.nimbus.compute.plugins.module_utils._volume.errors import VolumeError
 
@@ -250,3 +251,247 @@ def test_rerun_repairs_a_libvirt_xml_that_lost_the_disk(host):
     repaired = attach.attach(conn, req(path), check_mode=False)
     assert repaired["changed"] is True and repaired["libvirt_xml_updated"] is True
     assert open(conn.path).read() == with_volume and len(dom.calls) == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# A journal or libvirt.xml that cannot be read or written: checked before the domain changes, rolled back after
+
+
+def _journal_path(path):
+    return os.path.join(path, UUID, "instance.json")
+
+
+def _absent(path):
+    return attach.validate({"instance_uuid": UUID, "volume_id": "vol-1", "instances_path": path, "state": "absent"})
+
+
+@pytest.mark.parametrize("content", [b"{truncated", b"\xff\xfe", b"[]", b'{"steps": []}',
+                                     b'{"steps": {"volume_attach": {"volumes": []}}}'])
+def test_unreadable_journal_fails_attach_before_the_domain_changes(host, content):
+    conn, path = host
+    dom = conn.domains[UUID]
+    open(_journal_path(path), "wb").write(content)
+    before = open(conn.path).read()
+    with pytest.raises(NimbusError, match=r"instance\.json") as err:
+        attach.attach(conn, req(path), check_mode=False)
+    assert err.value.step == "volume_attach" and isinstance(err.value, NimbusError)
+    assert dom.calls == [] and conn.secrets == {} and conn.probes == []
+    assert open(conn.path).read() == before and open(_journal_path(path), "rb").read() == content
+
+
+def test_unreadable_journal_fails_detach_before_the_domain_changes(host):
+    conn, path = host
+    dom = conn.domains[UUID]
+    attach.attach(conn, req(path), check_mode=False)
+    open(_journal_path(path), "w").write('{"steps": {')
+    calls, saved = list(dom.calls), open(conn.path).read()
+    with pytest.raises(NimbusError, match=r"instance\.json cannot be read \(not JSON"):
+        attach.detach(conn, _absent(path), check_mode=False)
+    assert dom.calls == calls and "ua-volume-vol-1" in dom.XMLDesc() and open(conn.path).read() == saved
+    assert len(conn.secrets) == 1
+
+
+def test_unparsable_libvirt_xml_fails_before_the_domain_changes(host):
+    conn, path = host
+    open(conn.path, "w").write("<domain><devices>")
+    with pytest.raises(NimbusError):
+        attach.attach(conn, req(path), check_mode=False)
+    assert conn.domains[UUID].calls == [] and conn.secrets == {}
+
+
+def _assert_nothing_left(conn, path, before):
+    dom = conn.domains[UUID]
+    assert conn.secrets == {} and "ua-volume" not in dom.XMLDesc()
+    assert open(conn.path).read() == before and not os.path.exists(_journal_path(path))
+
+
+@pytest.mark.parametrize("errno_, cause", [(28, "No space left on device"), (30, "Read-only file system")])
+def test_disk_error_writing_libvirt_xml_after_the_attach_rolls_back(host, monkeypatch, errno_, cause):
+    conn, path = host
+    dom = conn.domains[UUID]
+    dom.active = True
+    before = open(conn.path).read()
+    real = attach.write_atomic
+
+    def write_atomic(target, data, mode=0o600):
+        if target.endswith("libvirt.xml"):
+            raise OSError(errno_, cause, target)
+        return real(target, data, mode=mode)
+
+    monkeypatch.setattr(attach, "write_atomic", write_atomic)
+    with pytest.raises(VolumeError, match=r"updating .*libvirt\.xml after attaching volume vol-1 failed: %s: .*"
+                       r"rolled back" % cause):
+        attach.attach(conn, req(path), check_mode=False)
+    assert [c[0] for c in dom.calls] == ["attach", "detach"]
+    assert dom.calls[1][2] == attach.VIR_DOMAIN_AFFECT_CONFIG | attach.VIR_DOMAIN_AFFECT_LIVE
+    _assert_nothing_left(conn, path, before)
+
+
+def test_disk_error_writing_the_journal_fails_before_the_attach(host, monkeypatch):
+    conn, path = host
+    before = open(conn.path).read()
+
+    def write_atomic(target, data, mode=0o600):
+        raise OSError(30, "Read-only file system", target)
+
+    monkeypatch.setattr(journal_module, "write_atomic", write_atomic)
+    with pytest.raises(VolumeError, match=r"recording volume vol-1 in .*instance\.json failed: Read-only file system"):
+        attach.attach(conn, req(path), check_mode=False)
+    assert conn.domains[UUID].calls == []
+    _assert_nothing_left(conn, path, before)
+
+
+def test_a_journal_written_before_is_restored_byte_for_byte(host, monkeypatch):
+    conn, path = host
+    journal_module.Journal(os.path.join(path, UUID)).record("instance_disks", created=["disk"])
+    old = open(_journal_path(path), "rb").read()
+    conn.domains[UUID].fail_attach = "no"
+    with pytest.raises(VolumeError, match="attaching volume vol-1 as vdb failed: no"):
+        attach.attach(conn, req(path), check_mode=False)
+    assert open(_journal_path(path), "rb").read() == old
+
+
+def test_any_failure_after_the_attach_rolls_back(host, monkeypatch):
+    conn, path = host
+    before = open(conn.path).read()
+    real = attach.edit_libvirt_xml
+
+    def edit_libvirt_xml(request, edit, check_mode):
+        if not check_mode:
+            raise KeyError("target")  # not a NimbusError, not a libvirtError
+        return real(request, edit, check_mode)
+
+    monkeypatch.setattr(attach, "edit_libvirt_xml", edit_libvirt_xml)
+    with pytest.raises(VolumeError, match=r"failed: KeyError: 'target'; rolled back"):
+        attach.attach(conn, req(path), check_mode=False)
+    assert [c[0] for c in conn.domains[UUID].calls] == ["attach", "detach"]
+    _assert_nothing_left(conn, path, before)
+
+
+def test_an_undo_that_fails_is_named_in_the_error(host, monkeypatch):
+    conn, path = host
+    dom = conn.domains[UUID]
+    monkeypatch.setattr(attach, "edit_libvirt_xml", lambda r, e, check_mode: (False, "", "") if check_mode
+                        else (_ for _ in ()).throw(OSError(28, "No space left on device")))
+
+    def refuse(xml, flags):
+        raise FakeError("domain is locked")
+
+    dom.detachDeviceFlags = refuse
+    with pytest.raises(VolumeError, match=r"No space left on device; rollback incomplete, left behind: disk vdb of "
+                                          r"domain instance-%s \(domain is locked\)" % UUID):
+        attach.attach(conn, req(path), check_mode=False)
+    assert conn.secrets == {}
+
+
+def test_detach_reports_a_disk_error_after_the_domain_changed_and_a_rerun_finishes(host, monkeypatch):
+    conn, path = host
+    before = open(conn.path).read()
+    attach.attach(conn, req(path), check_mode=False)
+    real = attach.write_atomic
+
+    def full(target, data, mode=0o600):
+        raise OSError(28, "No space left on device", target)
+
+    monkeypatch.setattr(attach, "write_atomic", full)
+    with pytest.raises(VolumeError, match=r"vol-1 is detached from the domain, but updating .*libvirt\.xml failed: "
+                                          r"No space left on device; run state=absent again"):
+        attach.detach(conn, _absent(path), check_mode=False)
+    monkeypatch.setattr(attach, "write_atomic", real)
+    assert attach.detach(conn, _absent(path), check_mode=False)["changed"] is True
+    assert conn.secrets == {} and open(conn.path).read() == before
+    assert json.load(open(_journal_path(path)))["steps"]["volume_attach"]["volumes"] == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# _wait_detached when the domain goes away
+
+
+class VanishingDomain:
+    def __init__(self, code):
+        self.code = code
+
+    def isActive(self):
+        return True
+
+    def XMLDesc(self, flags=0):
+        raise FakeError("Domain not found: no domain with matching uuid", self.code)
+
+
+@pytest.mark.parametrize("code, message", [
+    (libvirt.VIR_ERR_NO_DOMAIN, "the domain went away while waiting for the guest to release volume vol-1: Domain not"),
+    (libvirt.VIR_ERR_INTERNAL_ERROR, "reading the live domain XML failed while waiting"),
+])
+def test_wait_detached_turns_a_vanished_domain_into_a_clean_error(code, message):
+    with pytest.raises(VolumeError, match=message) as err:
+        attach._wait_detached(VanishingDomain(code), "vol-1", timeout=1)
+    assert "run state=absent again" in err.value.msg and err.value.step == "volume_attach"
+
+
+# ---------------------------------------------------------------------------------------------
+# host-side iSCSI login (iscsiadm), through attach() and detach()
+
+
+class FakeIscsiadm:
+    def __init__(self):
+        self.calls = []
+
+    def run(self, args, check=True, timeout=None):
+        self.calls.append(list(args))
+        return type("Result", (), {"rc": 0, "stdout": "", "stderr": ""})()
+
+
+@pytest.fixture
+def host_initiator(host, monkeypatch):
+    runner = FakeIscsiadm()
+    monkeypatch.setattr(iscsi, "ISCSIADM", runner)
+    monkeypatch.setattr(iscsi, "initiator_for", lambda spec, wanted="auto", supported=None: ("host", "test kernel"))
+    real_login = iscsi.login
+    monkeypatch.setattr(iscsi, "login", lambda spec, timeout: real_login(spec, timeout, exists=lambda _p: True,
+                                                                         sleep=lambda _s: None))
+    return host, runner
+
+
+def no_chap(path, **extra):
+    return req(path, connection_info={"driver_volume_type": "iscsi", "data": {
+        "target_portal": "127.0.0.1:3260", "target_iqn": "iqn.2026-11.compute.nimbus:t", "target_lun": 1}}, **extra)
+
+
+def test_host_side_login_attaches_a_block_disk_and_detach_logs_out(host_initiator):
+    (conn, path), runner = host_initiator
+    dom = conn.domains[UUID]
+    dev = "/dev/disk/by-path/ip-127.0.0.1:3260-iscsi-iqn.2026-11.compute.nimbus:t-lun-1"
+    node = ["-m", "node", "-T", "iqn.2026-11.compute.nimbus:t", "-p", "127.0.0.1:3260"]
+    result = attach.attach(conn, no_chap(path), check_mode=False)
+    assert result["iscsi_initiator"] == "host" and result["initiator_reason"] == "test kernel"
+    assert runner.calls == [[*node, "-o", "new"], [*node, "--login"]]
+    disk = etree.fromstring(dom.calls[0][1])
+    assert disk.get("type") == "block" and disk.find("source").attrib == {"dev": dev}
+    assert disk.find("driver").get("io") == "native" and disk.find("source/host") is None
+    assert conn.probes[0].find("source").get("dev") == dev  # the probe opens the same block device
+    assert dev in open(conn.path).read() and conn.secrets == {}
+    entry = json.load(open(_journal_path(path)))["steps"]["volume_attach"]
+    session = "iqn.2026-11.compute.nimbus:t,127.0.0.1:3260"
+    assert entry["created"] == ["volume:vol-1", "iscsi-session:" + session]
+    assert entry["volumes"]["vol-1"] == {"driver": "iscsi", "device": "vdb", "initiator": "host", "secret_uuid": None,
+                                         "session": session, "iqn": "iqn.2026-11.compute.nimbus:t",
+                                         "portal": "127.0.0.1:3260", "lun": 1}
+
+    assert attach.attach(conn, no_chap(path), check_mode=False)["changed"] is False
+    assert len(runner.calls) == 2  # an attached volume is not logged in again
+
+    result = attach.detach(conn, _absent(path), check_mode=False)
+    assert result["changed"] is True and runner.calls[2:] == [[*node, "--logout"], [*node, "-o", "delete"]]
+    assert dom.calls[-1][0] == "detach" and dev not in open(conn.path).read()
+    entry = json.load(open(_journal_path(path)))["steps"]["volume_attach"]
+    assert entry == dict(entry, created=[], volumes={})
+    assert attach.detach(conn, _absent(path), check_mode=False)["changed"] is False and len(runner.calls) == 4
+
+
+def test_host_side_login_is_logged_out_when_the_attach_fails(host_initiator):
+    (conn, path), runner = host_initiator
+    conn.domains[UUID].fail_attach = "Could not open '/dev/disk/by-path/...': Permission denied"
+    with pytest.raises(VolumeError, match="Permission denied"):
+        attach.attach(conn, no_chap(path), check_mode=False)
+    assert [c[-1] for c in runner.calls] == ["new", "--login", "--logout", "delete"]
+    assert not os.path.exists(_journal_path(path))

@@ -32,6 +32,13 @@ def test_portal_forms(portal, expected):
 @pytest.mark.parametrize("data, message", [
     (iscsi_data(target_portal=None), "target_portal is required"),
     (iscsi_data(target_portal="host:99999"), "out of range"),
+    (iscsi_data(target_portal="[::1"), r"not \[IPv6\]:port \(unclosed bracket"),
+    (iscsi_data(target_portal="[::1:3260"), "unclosed bracket"),
+    (iscsi_data(target_portal="[::1]3260"), "text after it"),
+    (iscsi_data(target_portal="[]:3260"), "not an IP address or host name"),
+    (iscsi_data(target_portal=None, target_portals=[]), "target_portals must be a non-empty list"),
+    (iscsi_data(target_portal=None, target_portals="192.0.2.10:3260"), "target_portals must be a non-empty list"),
+    (iscsi_data(target_portals=["a:1", "b:1"], target_iqns=[IQN]), "one entry per path"),
     (iscsi_data(target_portal="a b;rm -rf /:3260"), "not an IP address or host name"),
     (iscsi_data(target_iqn=None), "target_iqn"),
     (iscsi_data(target_iqn="iqn.2010-10.org.openstack:vol/../1"), "is not an iSCSI name"),
@@ -46,6 +53,29 @@ def test_portal_forms(portal, expected):
 def test_bad_iscsi_data(data, message):
     with pytest.raises(ValidationError, match=message):
         iscsi.validate(data)
+
+
+def test_multipath_lists_use_the_first_path_when_the_singular_key_is_missing():
+    paths = {"target_portals": ["192.0.2.11:3260", "192.0.2.12:3260"], "target_iqns": [IQN, IQN + "-b"],
+             "target_luns": [3, 4]}
+    spec, _password = iscsi.validate(paths)
+    assert spec["hosts"] == [("192.0.2.11", 3260)] and spec["iqn"] == IQN and spec["lun"] == 3
+    # Cinder sends both: the singular keys win, and target_luns [0] is not mistaken for "missing".
+    spec, _password = iscsi.validate(dict(paths, target_portal="192.0.2.10:3260", target_iqn=IQN, target_lun=0))
+    assert spec["hosts"] == [("192.0.2.10", 3260)] and spec["lun"] == 0
+    spec, _password = iscsi.validate(iscsi_data(target_lun=None, target_luns=[7]))
+    assert spec["lun"] == 7
+
+
+def test_rbd_ignores_cluster_name_and_keyring():
+    data = {"name": "volumes/volume-1", "hosts": ["192.0.2.1"], "ports": ["6789"], "auth_enabled": True,
+            "auth_username": "cinder", "secret_type": "ceph", "secret_uuid": UUID, "cluster_name": "ceph",
+            "keyring": "[client.cinder]\n\tkey = AQBsecretsecretsecret==\n"}
+    spec = rbd.validate(data)
+    assert "AQBsecret" not in repr(spec) and spec["secret_uuid"] == UUID
+    with pytest.raises(ValidationError, match=r"needs secret_uuid.*keyring in connection_info is not used") as err:
+        rbd.validate(dict(data, secret_uuid=None))
+    assert "AQBsecret" not in str(err.value)
 
 
 def test_iscsi_spec_keeps_the_password_apart():
