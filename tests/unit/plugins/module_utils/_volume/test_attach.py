@@ -371,8 +371,12 @@ def test_any_failure_after_the_attach_rolls_back(host, monkeypatch):
 def test_an_undo_that_fails_is_named_in_the_error(host, monkeypatch):
     conn, path = host
     dom = conn.domains[UUID]
-    monkeypatch.setattr(attach, "edit_libvirt_xml", lambda r, e, check_mode: (False, "", "") if check_mode
-                        else (_ for _ in ()).throw(OSError(28, "No space left on device")))
+    def edit_libvirt_xml(request, edit, check_mode):
+        if check_mode:
+            return False, "", ""
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(attach, "edit_libvirt_xml", edit_libvirt_xml)
 
     def refuse(xml, flags):
         raise FakeError("domain is locked")
