@@ -14,7 +14,7 @@ import time
 import uuid as uuidlib
 
 import pytest
-from labtools import unavailable, virsh
+from labtools import run_role, unavailable, virsh
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
@@ -439,3 +439,53 @@ def test_module_through_ansible_playbook_keeps_the_chap_password_out_of_the_outp
     assert CHAP[1] not in proc.stdout + proc.stderr
     assert "VALUE_SPECIFIED_IN_NO_LOG_PARAMETER" in proc.stdout
     assert volume_secrets() == [] and target.sessions() == 0
+
+
+# ---------------------------------------------------------------------------------------------
+# The server role, run twice with a volume
+
+ROLE_FLAVOR = {"name": "t.nano", "vcpus": 1, "memory_mb": 64, "root_gb": 1, "ephemeral_gb": 0, "swap": 0, "extra_specs": {}}
+
+
+def _recap_changed(stdout):
+    recap = stdout[stdout.rindex("PLAY RECAP"):]
+    return int(recap.split("changed=", 1)[1].split()[0])
+
+
+def test_server_role_rerun_with_a_volume_changes_nothing(guest_images, backends, tmp_path):
+    """domain_xml keeps the attached ua-volume-* disk, so the re-run neither redefines the domain without the
+    volume nor attaches it again: changed=0."""
+    server_uuid = str(uuidlib.uuid4())
+    instances = "/var/tmp/nimbus-volume-role-%s" % server_uuid[:8]
+    os.makedirs(instances, mode=0o755)
+    backing = tmp_path / "role-volume.raw"
+    backing.write_bytes(b"\0" * (8 << 20))
+    export = backends(NbdExport(str(backing), export="role"))
+    volume_id = short_id("role")
+    role_vars = {"server_uuid": server_uuid, "server_flavor": ROLE_FLAVOR, "server_image": guest_images["nimbus_guest_image"],
+                 "server_kernel_image": guest_images["nimbus_guest_kernel"],
+                 "server_ramdisk_image": guest_images["nimbus_guest_ramdisk"], "server_instances_path": instances,
+                 "server_reserved_host_memory_mb": 0, "server_state": "defined",
+                 "server_volumes": [{"volume_id": volume_id, "connection_info": export.connection_info()}]}
+    name = paths.domain_name(server_uuid)
+    try:
+        first = run_role(tmp_path, "server", role_vars)
+        assert first.returncode == 0, first.stdout[-3000:]
+        defined = virsh("dumpxml", "--inactive", name).stdout
+        assert "ua-volume-%s" % volume_id in defined
+        with open(os.path.join(instances, server_uuid, "libvirt.xml")) as handle:
+            saved = handle.read()
+        assert "ua-volume-%s" % volume_id in saved
+
+        second = run_role(tmp_path, "server", role_vars)
+        assert second.returncode == 0, second.stdout[-3000:]
+        assert _recap_changed(second.stdout) == 0, second.stdout[-4000:]
+        assert virsh("dumpxml", "--inactive", name).stdout == defined
+        with open(os.path.join(instances, server_uuid, "libvirt.xml")) as handle:
+            assert handle.read() == saved
+    finally:
+        gone = run_role(tmp_path, "server_delete", {"server_delete_uuid": server_uuid,
+                                                    "server_delete_instances_path": instances})
+        shutil.rmtree(instances, ignore_errors=True)
+    assert gone.returncode == 0, gone.stdout[-3000:]
+    assert name not in virsh("list", "--all", "--name").stdout.split()

@@ -11,6 +11,7 @@ paths come from the instance UUID; user text (display name, flavor name, owner) 
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import errno
 import ipaddress
@@ -469,11 +470,54 @@ def render(domain):
     return _etree().tostring(domain, pretty_print=True, encoding="utf-8")
 
 
-def generate(req, host):
-    """Validated request + host -> XML bytes (re-parsed with the safe parser as a last guard)."""
-    xml = render(build(validate_request(req), host))
+def generate(req, host, volume_disks=()):
+    """Validated request + host -> XML bytes (re-parsed with the safe parser as a last guard).
+    ``volume_disks``: ``<disk>`` elements of attached volumes to keep (see ``attached_volume_disks``)."""
+    domain = build(validate_request(req), host)
+    if volume_disks:
+        _keep_volume_disks(domain, volume_disks)
+    xml = render(domain)
     parse(xml, step=STEP)
     return xml
+
+
+def attached_volume_disks(req, old_xml):
+    """The ``ua-volume-*`` disks of the current ``libvirt.xml`` whose volume the journal lists as attached.
+
+    volume_attach adds a volume's ``<disk>`` to the domain and to ``libvirt.xml``; a re-run of this step
+    (the server role run again) must keep it, or the domain step would redefine the domain without the
+    volume and volume_attach would attach it again. Both have to agree: a disk the journal does not know
+    is not ours to keep."""
+    if not old_xml:
+        return []
+    from ansible_collections.nimbus.compute.plugins.module_utils._volume import xml as volume_xml  # imports us
+    from ansible_collections.nimbus.compute.plugins.module_utils._volume.errors import STEP as VOLUME_STEP
+
+    volumes = Journal(req.instance_dir, step=STEP).step(VOLUME_STEP).get("volumes") or {}
+    if not volumes:
+        return []
+    try:
+        root = parse(old_xml, step=STEP)
+    except DomainError as exc:
+        raise DomainError("%s (in %s, which holds the attached volumes %s)"
+                          % (exc.msg, os.path.join(req.instance_dir, "libvirt.xml"), ", ".join(sorted(volumes))), step=STEP)
+    aliases = {volume_xml.alias(volume_id) for volume_id in volumes}
+    return [disk for disk in root.iterfind("devices/disk") if disk.find("alias") is not None
+            and disk.find("alias").get("name") in aliases]
+
+
+def _keep_volume_disks(domain, disks):
+    from ansible_collections.nimbus.compute.plugins.module_utils._volume import xml as volume_xml  # imports us
+
+    used = {t.get("dev") for t in domain.iterfind("devices/disk/target")}
+    for disk in disks:  # in the file's order, which is the order they were inserted in
+        target = disk.find("target")
+        dev = target.get("dev") if target is not None else None
+        if dev in used:
+            raise ValidationError("attached volume %s is %s, which the generated disks now use too; detach it (volume_attach "
+                                  "state=absent) before changing the disks" % (disk.findtext("serial"), dev), step=STEP)
+        used.add(dev)
+        volume_xml.insert_disk(domain, copy.deepcopy(disk))
 
 
 REQUEST_FIELDS = ("instance_uuid", "instances_path", "flavor", "name", "image", "disks", "interfaces", "kernel", "ramdisk",
@@ -489,12 +533,12 @@ def write_domain_xml(params, check_mode=False):
     probe_dir = os.path.dirname(req.disks[0]["path"]) if req.disks else req.instance_dir
     with Connection(params.get("libvirt_uri") or "qemu:///system", step=STEP) as conn:
         host = probe_host(conn, virt_type, machine=req.properties.get("hw_machine_type"), disk_dir=probe_dir)
-    xml = generate(req, host)
-    validated = validate_xml(xml) if params.get("validate", True) else False
     exists = os.path.isdir(req.instance_dir)
     if exists:
         paths.require_inside(path, instances_path, step=STEP)
     old = read_bytes(path) if exists else None
+    xml = generate(req, host, attached_volume_disks(req, old))
+    validated = validate_xml(xml) if params.get("validate", True) else False
     changed = old != xml
     if changed and not check_mode:
         if not exists:

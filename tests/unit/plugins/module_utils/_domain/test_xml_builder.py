@@ -222,3 +222,37 @@ def test_virt_xml_validate_accepts_ours_and_rejects_broken():
     assert xml_builder.validate_xml(xml_builder.generate(request(vnc=True), host())) is True
     with pytest.raises(DomainError, match="does not match libvirt's schema"):
         xml_builder.validate_xml(b"<domain type='qemu'><name>x</name><bogus/></domain>")
+
+
+def _with_volume(xml, volume_id="vol-1", dev="vdb"):
+    """libvirt.xml as volume_attach leaves it after attaching an NBD volume."""
+    from ansible_collections.nimbus.compute.plugins.module_utils._volume import nbd
+    from ansible_collections.nimbus.compute.plugins.module_utils._volume import xml as volume_xml
+
+    tree = compare.parse(xml)
+    spec = dict(nbd.validate({"host": "127.0.0.1", "port": 10809, "export": "e"}), secret_uuid=None)
+    volume_xml.insert_disk(tree, volume_xml.disk_element(spec, dev, "virtio", volume_id))
+    return compare._etree().tostring(tree, pretty_print=True, encoding="utf-8")
+
+
+def test_a_rerun_keeps_the_attached_volume_disks_byte_for_byte(tmp_path):
+    from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
+
+    root = str(tmp_path)
+    (tmp_path / UUID).mkdir()
+    one_disk = [{"name": "disk", "path": root + "/" + UUID + "/disk", "format": "qcow2"}]
+    req = request(instances_path=root, disks=one_disk)
+    old = _with_volume(_with_volume(xml_builder.generate(req, host())), "vol-2", "vdc")
+    # Not in the journal (yet): not ours to keep.
+    assert xml_builder.attached_volume_disks(req, old) == []
+    Journal(str(tmp_path / UUID)).record("volume_attach", created=["volume:vol-1"],
+                                         volumes={"vol-1": {"device": "vdb"}, "vol-2": {"device": "vdc"}})
+    kept = xml_builder.attached_volume_disks(req, old)
+    assert [d.find("alias").get("name") for d in kept] == ["ua-volume-vol-1", "ua-volume-vol-2"]
+    assert xml_builder.generate(req, host(), kept) == old
+    # The disks grew into the volume's device name: a clear error, not a domain with two vdb.
+    two_disks = [*one_disk, {"name": "disk.local", "path": root + "/" + UUID + "/disk.local", "format": "qcow2"}]
+    with pytest.raises(ValidationError, match="attached volume vol-1 is vdb, which the generated disks now use too"):
+        xml_builder.generate(request(instances_path=root, disks=two_disks), host(), kept)
+    with pytest.raises(DomainError, match="which holds the attached volumes vol-1, vol-2"):
+        xml_builder.attached_volume_disks(req, b"<domain><devices>")
