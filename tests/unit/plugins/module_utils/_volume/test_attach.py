@@ -371,6 +371,7 @@ def test_any_failure_after_the_attach_rolls_back(host, monkeypatch):
 def test_an_undo_that_fails_is_named_in_the_error(host, monkeypatch):
     conn, path = host
     dom = conn.domains[UUID]
+
     def edit_libvirt_xml(request, edit, check_mode):
         if check_mode:
             return False, "", ""
