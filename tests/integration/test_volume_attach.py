@@ -456,11 +456,11 @@ def test_server_role_rerun_with_a_volume_changes_nothing(guest_images, backends,
     """domain_xml keeps the attached ua-volume-* disk, so the re-run neither redefines the domain without the
     volume nor attaches it again: changed=0."""
     server_uuid = str(uuidlib.uuid4())
-    instances = "/var/tmp/nimbus-volume-role-%s" % server_uuid[:8]
-    os.makedirs(instances, mode=0o755)
     backing = tmp_path / "role-volume.raw"
     backing.write_bytes(b"\0" * (8 << 20))
     export = backends(NbdExport(str(backing), export="role"))
+    instances = "/var/tmp/nimbus-volume-role-%s" % server_uuid[:8]
+    os.makedirs(instances, mode=0o755)
     volume_id = short_id("role")
     role_vars = {"server_uuid": server_uuid, "server_flavor": ROLE_FLAVOR, "server_image": guest_images["nimbus_guest_image"],
                  "server_kernel_image": guest_images["nimbus_guest_kernel"],
