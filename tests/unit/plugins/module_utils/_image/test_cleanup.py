@@ -161,4 +161,3 @@ def test_a_symlinked_disk_pins_its_base(tmp_path):
 def test_relative_instances_path_is_refused():
     with pytest.raises(ValidationError, match="absolute path"):
         cleanup.cleanup("relative/instances")
-
