@@ -384,7 +384,7 @@ def test_guest_sees_disks_and_config_drive(boot_host):
     result = host.ensure(name="boot test", user_data="#!/bin/sh\necho nimbus-test: user-data ran\n")
     xml_builder.write_domain_xml({
         "instance_uuid": host.uuid, "instances_path": host.path, "libvirt_uri": URI, "virt_type": "qemu",
-        "flavor": FLAVOR, "image": {"id": "image-1", "properties": {"os_command_line": "console=ttyS0 panic=-1"}},
+        "flavor": FLAVOR, "image": {"id": "image-1", "properties": {"os_command_line": "console=ttyS0 panic=-1 nimbus.poweroff"}},
         "disks": result["domain_disks"], "kernel": os.path.join(paths.base_dir(host.path), "vmlinuz"),
         "ramdisk": os.path.join(paths.base_dir(host.path), "initrd.img"),
     })
@@ -397,4 +397,10 @@ def test_guest_sees_disks_and_config_drive(boot_host):
     assert "nimbus-guest: disk vdb bytes=%d" % GIB in console
     assert "nimbus-guest: disk vdc bytes=%d" % (32 * MIB) in console
     wait_for_console(os.path.join(host.dir, "console.log"), "nimbus-test: user-data ran", timeout=30)
+    # Asked by its kernel command line (nimbus.poweroff), the guest powers itself off after "ready".
+    wait_for_console(os.path.join(host.dir, "console.log"), "nimbus-guest: poweroff", timeout=60)
+    deadline = time.monotonic() + 60
+    while virsh("domstate", paths.domain_name(host.uuid)).stdout.strip() != "shut off":
+        assert time.monotonic() < deadline, "the guest said poweroff but the domain is still running"
+        time.sleep(0.5)
     assert pwd.getpwuid(os.stat(host.dir).st_uid).pw_name == qemu_owner().user
