@@ -216,6 +216,18 @@ def test_invalid_flavor_fails_before_anything_runs(clean_fleet, guest_images, tm
     assert "nimbus-server-" not in proc.stdout
 
 
+def test_request_errors_fail_with_a_clear_message(clean_fleet, guest_images, tmp_path):
+    inv = fleet.inventory(tmp_path)
+    req = fleet.request(guest_images, "fleet-unclear", count=3, ports=[[], []], volumes=[[]])
+    del req["flavor"], req["image"]
+    proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path, expect_rc=2)
+    assert summary is None and "nimbus-server-" not in proc.stdout
+    for words in ("flavor is required", "image is required", "ports has 2 entries for count 3",
+                  "volumes has 1 entries for count 3"):
+        assert words in proc.stdout, proc.stdout[-3000:]
+    assert "is undefined" not in proc.stdout
+
+
 def test_concurrent_requests_for_one_slot_too_many(clean_fleet, guest_images, tmp_path):
     # Each host holds exactly one 512 MiB server: N = 3 slots, two plays ask for 2 each.
     small = {"nimbus_total_memory_mb": 1024, "nimbus_reserved_host_memory_mb": 256, "nimbus_ram_allocation_ratio": 1.0}
@@ -227,14 +239,18 @@ def test_concurrent_requests_for_one_slot_too_many(clean_fleet, guest_images, tm
         summary = os.path.join(str(tmp_path), name + ".json")
         procs.append((subprocess.Popen(fleet.playbook_argv("create_server.yml", inv, req, summary), env=fleet.env(),
                                        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), summary))
-    servers, outputs = [], []
+    servers, outputs, codes = [], [], []
     for proc, summary in procs:
         outputs.append(proc.communicate(timeout=600)[0])
         with open(summary, encoding="utf-8") as handle:
-            servers += fleet.json.load(handle)["servers"]
+            mine = fleet.json.load(handle)["servers"]
+        servers += mine
+        codes.append((proc.returncode, any(s["failed"] for s in mine)))
     built = [s for s in servers if not s["failed"]]
     failed = [s for s in servers if s["failed"]]
     assert len(built) == 3 and len(failed) == 1, outputs
+    # The play that lost the race fails (rc 2, as for any failed host); the other succeeds.
+    assert sorted(codes) == [(0, False), (2, True)], (codes, outputs)
     # Every host it could try refused the claim; alternates of a count-2 request leave out the host
     # its sibling was placed on (as in Nova), so that is 2 or 3 attempts.
     assert failed[0]["msg"].startswith("No valid host was found") and len(failed[0]["attempts"]) >= 2
