@@ -101,7 +101,7 @@ def test_create_boot_converge_and_delete(clean_fleet, guest_images, tmp_path):
     assert servers["fleet-boot-1"]["addresses"]["fleetnet"][0]["addr"] == "10.78.0.11"
     # The lookup timed from inside: at least what the engine alone takes for this request (a start
     # time evaluated lazily after the query gave 0.0002 s), and small.
-    assert engine_seconds(req) <= summary["schedule_seconds"] < 2
+    assert engine_seconds(req) <= summary["schedule_seconds"] < 2 and summary["down_hosts"] == {}
     # The guest ran its user data from the config drive.
     first = servers["fleet-boot-1"]
     console = os.path.join(clean_fleet[first["host"]]["instances_path"], first["uuid"], "console.log")
@@ -226,6 +226,27 @@ def test_request_errors_fail_with_a_clear_message(clean_fleet, guest_images, tmp
                   "volumes has 1 entries for count 3"):
         assert words in proc.stdout, proc.stdout[-3000:]
     assert "is undefined" not in proc.stdout
+
+
+def test_a_down_hypervisor_is_left_out_and_the_others_build(clean_fleet, guest_images, tmp_path):
+    inv = fleet.inventory(tmp_path)
+    req = fleet.request(guest_images, "fleet-down", state="defined", scheduler=NO_IO_OPS)
+    down = first_choice(inv, req, tmp_path)["host"]
+    fleet.stop_one(clean_fleet[down])
+    try:
+        deadline = time.monotonic() + 30
+        while fleet.answering(clean_fleet[down]["uri"]) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
+    finally:
+        fleet.start_one(clean_fleet[down])
+    [server] = summary["servers"]
+    assert not server["failed"] and server["host"] != down and len(server["attempts"]) == 1
+    assert list(summary["down_hosts"]) == [down] and "cannot connect to libvirt" in summary["down_hosts"][down]
+    assert down not in [p["host"] for p in summary["placements"]] + summary["placements"][0]["alternates"]
+    assert "%s was down and not scheduled on" % down in proc.stdout
+    assert fleet.domain_state(server["host"], server["uuid"]) == "shut off"
+    assert fleet.instance_dirs(down) == set()
 
 
 def test_concurrent_requests_for_one_slot_too_many(clean_fleet, guest_images, tmp_path):
