@@ -6,6 +6,7 @@ VENV := $(ROOT)/.venv
 PY := $(VENV)/bin/python
 COLLECTIONS := $(ROOT)/.collections
 LINK := $(COLLECTIONS)/ansible_collections/nimbus/compute
+PIP_VERSION := 26.3
 export ANSIBLE_COLLECTIONS_PATH := $(COLLECTIONS)
 export ANSIBLE_PYTHON_INTERPRETER := $(PY)
 export PATH := $(VENV)/bin:$(PATH)
@@ -21,10 +22,10 @@ packages:
 	@bash tests/lab/install.sh
 
 # The venv is rebuilt only when the pinned requirements change.
-$(VENV)/.stamp: requirements.txt requirements-dev.txt
+$(VENV)/.stamp: requirements.txt requirements-dev.txt constraints.txt
 	@test -x $(PY) || python3 -m venv $(VENV)
-	@$(PY) -m pip install -q --upgrade pip
-	@$(PY) -m pip install -q -r requirements-dev.txt
+	@$(PY) -m pip install -q pip==$(PIP_VERSION)
+	@$(PY) -m pip install -q -r requirements-dev.txt -c constraints.txt
 	@touch $@
 
 venv: packages $(VENV)/.stamp
