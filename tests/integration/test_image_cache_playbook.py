@@ -1,6 +1,7 @@
 """The modules and the cleanup role through ansible-playbook, as a user runs them: fetch a qcow2,
 run again unchanged, check mode, a refused image failing with its rule, then the cleanup
-playbook keeping the in-use base and removing the old unused one."""
+playbook keeping the in-use base and removing the old unused one; and the cleanup playbook against
+the lab inventory, cleaning each hypervisor's own instances_path without privilege escalation."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common import path
 
 sys.path.insert(0, os.path.dirname(__file__))
 import image_corpus
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "lab"))
+import fleet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -63,13 +67,18 @@ PLAY = """
 """
 
 
-def playbook(*args, cwd):
+# Become as root to root is skipped unless allowed: allowing it makes a become: true play try sudo,
+# which this machine does not have, so a run that passes did not escalate.
+BECOME_SHOWS = {"ANSIBLE_BECOME_ALLOW_SAME_USER": "True"}
+
+
+def playbook(*args, cwd, inventory=("-i", "localhost,", "-c", "local"), expect_rc=0, **env_extra):
     env = dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
-               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""))
-    proc = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
+               PATH=VENV_BIN + os.pathsep + os.environ.get("PATH", ""), **env_extra)
+    proc = subprocess.run([os.path.join(VENV_BIN, "ansible-playbook"), *inventory,
                            "-e", "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"), *args],
                           capture_output=True, text=True, timeout=300, env=env, cwd=cwd, check=False)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert proc.returncode == expect_rc, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc.stdout
 
 
@@ -103,9 +112,38 @@ def test_modules_and_cleanup_role_through_ansible(tmp_path):
     for path in (unused_old, base):
         os.utime(path, (two_days_ago, two_days_ago))
     cleanup = [os.path.join(ROOT, "playbooks", "cache_cleanup.yml"), "-e", "cache_cleanup_hosts=localhost",
-               "-e", "image_cache_cleanup_instances_path=" + instances, "-e", "ansible_become=false"]
+               "-e", "image_cache_cleanup_instances_path=" + instances, "-e", "cache_cleanup_become=false"]
     checked = playbook(*cleanup, "--check", cwd=str(tmp_path))
     assert "removed 1," in checked and os.path.exists(unused_old)
     played = playbook(*cleanup, cwd=str(tmp_path))
     assert "removed 1, in use 1, too young 1" in played
     assert sorted(os.listdir(paths.base_dir(instances))) == sorted(os.path.basename(p) for p in (base, unused_fresh))
+
+
+def test_cache_cleanup_playbook_on_the_lab_inventory(tmp_path):
+    """Each hypervisor's cache is the _base under its own nimbus_instances_path (copies of the lab
+    inventory pointing at temporary directories, so the lab's warm caches stay), and the lab
+    inventory's cache_cleanup_become: false keeps the play from escalating."""
+    overrides, kept, gone = {}, [], []
+    two_days_ago = time.time() - 2 * 86400
+    for host in fleet.hypervisors():
+        instances = str(tmp_path / host / "instances")
+        os.makedirs(paths.base_dir(instances))
+        old, fresh = paths.base_path(instances, "old-" + host), paths.base_path(instances, "fresh-" + host)
+        for path in (old, fresh):
+            with open(path, "wb") as handle:
+                handle.write(b"x" * 512)
+        os.utime(old, (two_days_ago, two_days_ago))
+        overrides[host] = {"nimbus_instances_path": instances}
+        kept.append(fresh)
+        gone.append(old)
+    inventory = ("-i", fleet.write_inventory(str(tmp_path / "hosts.yml"), overrides))
+    cleanup = os.path.join(ROOT, "playbooks", "cache_cleanup.yml")
+    out = playbook(cleanup, cwd=str(tmp_path), inventory=inventory, **BECOME_SHOWS)
+    assert out.count("removed 1, in use 0, too young 1") == 3, out[-3000:]
+    assert not any(os.path.exists(p) for p in gone) and all(os.path.exists(p) for p in kept)
+    # Without the variable the play becomes root, as an operator expects for SSH hosts (sudo here;
+    # check mode, so a machine that has sudo still keeps its real cache).
+    out = playbook(cleanup, "-e", "cache_cleanup_hosts=localhost", "--check", cwd=str(tmp_path), expect_rc=2,
+                   **BECOME_SHOWS)
+    assert "sudo" in out
