@@ -134,7 +134,7 @@ class HostState:
             if ratio < 0:
                 raise SchedulerInputError("%s: %s must not be negative" % (where, key))
             setattr(self, key, ratio)
-        for key in ("total_usable_ram_mb", "total_usable_disk_gb", "vcpus_total"):
+        for key in ("total_usable_ram_mb", "total_usable_disk_gb", "vcpus_total", "hypervisor_version"):
             if getattr(self, key) < 0:
                 raise SchedulerInputError("%s: %s must not be negative" % (where, key))
         self.availability_zone = str(self.availability_zone)

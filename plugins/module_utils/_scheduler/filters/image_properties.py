@@ -58,9 +58,16 @@ def parse_version_predicate(text):
 
 
 def version_of(number):
-    """libvirt/Nova integer version (major*1e6 + minor*1e3 + micro) as a tuple."""
+    """libvirt/Nova integer version (major*1e6 + minor*1e3 + micro) as a tuple.
+
+    A negative number has no version (Nova's convert_version_to_str loops forever on one: floor
+    division never reaches 0); HostState rejects it, and this refuses it rather than hang.
+    """
+    if number < 0:
+        raise SchedulerInputError("hypervisor_version must not be negative, got %r" % (number,))
+    number = int(number)
     parts = []
-    while number:
+    while number > 0:
         parts.insert(0, number % 1000)
         number //= 1000
     return _version_tuple(".".join(map(str, parts))) if parts else (0,)

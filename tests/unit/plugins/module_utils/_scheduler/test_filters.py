@@ -10,6 +10,7 @@ import pytest
 
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.extra_specs_ops import match
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.image_properties import version_of
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.registry import FILTERS
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.request_spec import RequestSpec
 
@@ -130,6 +131,20 @@ def test_image_properties_filter():
     assert not check({}, host(), image_properties_default_architecture="x86_64")
     with pytest.raises(SchedulerInputError, match="bad restriction"):
         check({"hw_architecture": "x86_64", "img_hv_requested_version": "newest"})
+
+
+@pytest.mark.parametrize(("number", "version"), [
+    (0, (0,)), (1, (1,)), (7002000, (7, 2)), (9000000, (9,)), (1000, (1,)), (10**18 + 1, (1, 0, 0, 0, 0, 0, 1)),
+])
+def test_version_of(number, version):
+    assert version_of(number) == version
+
+
+@pytest.mark.timeout(5)
+def test_version_of_refuses_negative_numbers_instead_of_looping():
+    # Floor division of a negative number never reaches 0: this used to hang the lookup.
+    with pytest.raises(SchedulerInputError, match="must not be negative"):
+        version_of(-5)
 
 
 def test_aggregate_filters():

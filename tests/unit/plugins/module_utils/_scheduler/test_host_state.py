@@ -32,6 +32,7 @@ def test_defaults_are_novas():
     ({"aggregates": ["x"]}, "each aggregate must be a dict"),
     ({"service": {"last_seen_up": "yesterday"}}, "not an ISO 8601 time"),
     ({"hostname": ""}, "hostname must be a non-empty string"),
+    ({"hypervisor_version": -5}, "hypervisor_version must not be negative"),
 ])
 def test_bad_host_states(change, message):
     with pytest.raises(SchedulerInputError, match=message):
