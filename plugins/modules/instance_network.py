@@ -16,7 +16,8 @@ description:
     given), for V(vlan) networks the subinterface C(<physical_interface>.<vlan_id>) enslaved to it, the MTU, links up.
   - Returns RV(domain_interfaces) for M(nimbus.compute.domain_xml) (its C(interfaces)
     option) - tap C(tap<port id[:11]>), a MAC derived from the port id when none is given (stable across runs),
-    C(model) from O(vif_model).
+    C(model) from the port's C(vif_model) or O(vif_model), else none, so that M(nimbus.compute.domain_xml) uses the
+    image's C(hw_vif_model) (V(virtio) when the image sets none).
   - "Security groups: per server two nftables tables C(nimbus-<instance_uuid>) (families C(bridge) and C(inet)),
     replaced in one C(nft -f) transaction: default deny in both directions except what the groups' rules allow,
     established/related allowed, anti-spoofing of MAC, IP and ARP (allowed address pairs included), DHCP allowed only
@@ -81,10 +82,12 @@ options:
     choices: [bridge, ethernet]
     default: bridge
   vif_model:
-    description: NIC model when a port gives none (Nova's image property C(hw_vif_model)).
+    description:
+      - NIC model for ports that give none. Unset (the default), RV(domain_interfaces) carry C(model=null) and
+        M(nimbus.compute.domain_xml) uses the image's property C(hw_vif_model) (V(virtio) when the image has none),
+        as Nova does.
     type: str
     choices: [virtio, e1000, e1000e, rtl8139, ne2k_pci, pcnet]
-    default: virtio
   netns:
     description: Network namespace to work in instead of the host's (lab hypervisors simulated as namespaces).
     type: str
@@ -124,13 +127,13 @@ RETURN = r"""
 domain_interfaces:
   description:
     - One dict per port, in port order, for M(nimbus.compute.domain_xml) - C(type) (V(bridge) or V(ethernet)),
-      C(source_bridge), C(target_dev), C(mac), C(model), C(mtu), C(port_id).
+      C(source_bridge), C(target_dev), C(mac), C(model) (null unless a port or O(vif_model) sets it), C(mtu), C(port_id).
   returned: state=present
   type: list
   elements: dict
   sample:
     - {type: bridge, source_bridge: brqprivate, target_dev: tap3f1e6c3a-5b, mac: "fa:16:3e:12:34:56",
-       model: virtio, mtu: 1450, port_id: 3f1e6c3a-5b4e-4f0e-9a53-6c1c2a9d8b11}
+       model: null, mtu: 1450, port_id: 3f1e6c3a-5b4e-4f0e-9a53-6c1c2a9d8b11}
 commands:
   description: The C(ip) commands run (or, in check mode, that would run).
   returned: always
@@ -178,7 +181,7 @@ ARGUMENT_SPEC = spec(
     state=dict(type="str", choices=["present", "absent"], default="present"),
     scope=dict(type="str", choices=list(SCOPES), default="all"),
     vif_type=dict(type="str", choices=list(VIF_TYPES), default="bridge"),
-    vif_model=dict(type="str", choices=list(VIF_MODELS), default="virtio"),
+    vif_model=dict(type="str", choices=list(VIF_MODELS)),
     netns=dict(type="str"),
 )
 

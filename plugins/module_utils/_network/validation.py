@@ -52,7 +52,7 @@ class Port:
     security_groups: list
     allowed_address_pairs: list  # [(mac, ip_network)]
     port_security_enabled: bool = True
-    vif_model: str = "virtio"
+    vif_model: str | None = None  # None: domain_xml takes the image's hw_vif_model (virtio when unset)
 
     @property
     def tap(self):
@@ -193,7 +193,7 @@ def parse_port(item, networks, known_groups, vif_model):
         if name not in known_groups:
             _fail("%s: security group %r is not defined in security_groups" % (what, name))
     model = item.get("vif_model") or vif_model
-    if model not in VIF_MODELS:
+    if model is not None and model not in VIF_MODELS:
         _fail("%s: vif_model %r must be one of %s" % (what, model, ", ".join(VIF_MODELS)))
     enabled = item.get("port_security_enabled", True)
     if not isinstance(enabled, bool):
@@ -280,7 +280,7 @@ class Request:
     security_groups: dict
 
 
-def parse_request(instance_uuid, ports, networks, security_groups, vif_model="virtio"):
+def parse_request(instance_uuid, ports, networks, security_groups, vif_model=None):
     """Validate everything; returns a Request or raises NetworkValidationError."""
     try:
         instance_uuid = validate_uuid(instance_uuid, step=STEP)

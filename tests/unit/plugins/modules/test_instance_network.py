@@ -93,7 +93,7 @@ def test_check_mode_apply_reapply_absent(tmp_path, capsys, netns):
     assert applied["changed"] is True
     assert applied["domain_interfaces"] == [{
         "type": "ethernet", "source_bridge": None, "target_dev": "tap3f1e6c3a-5b", "mac": applied["domain_interfaces"][0]["mac"],
-        "model": "virtio", "mtu": 1400, "port_id": PORT,
+        "model": None, "mtu": 1400, "port_id": PORT,
     }]
     links, rules = listing(netns)
     assert "tap3f1e6c3a-5b" in links and "master brqprivate" in links
