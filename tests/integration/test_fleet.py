@@ -63,7 +63,7 @@ def engine_seconds(req):
     # Synthetic host states have no supported_instances: an image without properties passes them all.
     image = {"id": req["image"]["id"], "properties": {}}
     best = float("inf")
-    for _ in range(3):
+    for _attempt in range(3):
         started = time.perf_counter()
         schedule(dict(req.get("scheduler", {}), flavor=req["flavor"], image=image, count=req["count"], hosts=hosts,
                       explain=True, max_attempts=3), {})
