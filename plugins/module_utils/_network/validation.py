@@ -114,6 +114,22 @@ def _cidr(value, what):
         _fail("%s %r is not a CIDR: %s" % (what, value, exc))
 
 
+def _list(value, what):
+    """A list (None: empty). A string is refused: iterating it would read each letter as an item."""
+    if value is None:
+        return []
+    if not isinstance(value, (list, tuple)):
+        _fail("%s must be a list, got %s %r" % (what, type(value).__name__, value))
+    return list(value)
+
+
+def _name(value, what):
+    """A reference to a network or security group: a non-empty string (ids included)."""
+    if not isinstance(value, str) or not value:
+        _fail("%s must be a name (a non-empty string), got %r" % (what, value))
+    return value
+
+
 def _mapping(item, what, allowed):
     if not isinstance(item, dict):
         _fail("%s must be a dictionary, got %r" % (what, item))
@@ -171,26 +187,26 @@ def parse_port(item, networks, known_groups, vif_model):
     except ValidationError as exc:
         raise NetworkValidationError(exc.msg)
     what = "port %s" % port_id
-    network = networks.get(item.get("network"))
+    network = networks.get(_name(item.get("network"), "%s network" % what))
     if network is None:
         _fail("%s: network %r is not among the networks given (%s)" % (what, item.get("network"), ", ".join(sorted(networks))))
     mac = item.get("mac") or item.get("mac_address")
     mac = validate_mac(mac, "%s mac" % what) if mac else port_mac(port_id)
     fixed_ips = []
-    for raw in item.get("fixed_ips") or []:
+    for raw in _list(item.get("fixed_ips"), "%s fixed_ips" % what):
         ip = _fixed_ip(raw, "%s fixed ip" % what)
         if network.cidr is not None and ip not in network.cidr:
             _fail("%s: fixed ip %s is not inside network %s cidr %s" % (what, ip, network.name, network.cidr))
         fixed_ips.append(ip)
     pairs = []
-    for pair in item.get("allowed_address_pairs") or []:
+    for pair in _list(item.get("allowed_address_pairs"), "%s allowed_address_pairs" % what):
         _mapping(pair, "%s allowed_address_pair" % what, ("ip_address", "mac_address"))
         net = _cidr(pair.get("ip_address"), "%s allowed_address_pair ip_address" % what)
         pair_mac = validate_mac(pair["mac_address"], "%s pair mac" % what) if pair.get("mac_address") else mac
         pairs.append((pair_mac, net))
-    groups = list(item.get("security_groups") or [])
+    groups = _list(item.get("security_groups"), "%s security_groups" % what)
     for name in groups:
-        if name not in known_groups:
+        if _name(name, "%s security group" % what) not in known_groups:
             _fail("%s: security group %r is not defined in security_groups" % (what, name))
     model = item.get("vif_model") or vif_model
     if model is not None and model not in VIF_MODELS:
@@ -243,7 +259,7 @@ def parse_rule(item, what, known_groups):
         prefix = _cidr(prefix, "%s remote_ip_prefix" % what)
         if (prefix.version == 4) != (ethertype == "IPv4"):
             _fail("%s: remote_ip_prefix %s does not match ethertype %s" % (what, prefix, ethertype))
-    if group and group not in known_groups:
+    if group and _name(group, "%s remote_group_id" % what) not in known_groups:
         _fail("%s: remote_group_id %r is not defined in security_groups" % (what, group))
     return Rule(direction, ethertype, protocol, low, high, prefix or None, known_groups.get(group) if group else None)
 
@@ -251,7 +267,8 @@ def parse_rule(item, what, known_groups):
 def parse_security_groups(items):
     """Security groups by name (and id): first the names, so rules may refer to any group."""
     groups, by_key = [], {}
-    for item in items or []:
+    items = _list(items, "security_groups")
+    for item in items:
         _mapping(item, "security group", ("name", "id", "rules", "members", "description"))
         name = item.get("name")
         if not name or not isinstance(name, str):
@@ -259,16 +276,19 @@ def parse_security_groups(items):
         if name in by_key:
             _fail("security group %r is given twice" % name)
         group = SecurityGroup(name, item.get("id"))
+        if group.id not in (None, ""):
+            _name(group.id, "security group %s id" % name)
         groups.append(group)
         by_key[name] = name
         if group.id:
             by_key[group.id] = name
-    for group, item in zip(groups, items or [], strict=True):
+    for group, item in zip(groups, items, strict=True):
+        what = "security group %s" % group.name
         group.rules = [
-            parse_rule(rule, "security group %s rule %d" % (group.name, index), by_key)
-            for index, rule in enumerate(item.get("rules") or [])
+            parse_rule(rule, "%s rule %d" % (what, index), by_key)
+            for index, rule in enumerate(_list(item.get("rules"), "%s rules" % what))
         ]
-        group.members = [_cidr(ip, "security group %s member" % group.name) for ip in item.get("members") or []]
+        group.members = [_cidr(ip, "%s member" % what) for ip in _list(item.get("members"), "%s members" % what)]
     return groups, by_key
 
 
@@ -287,7 +307,7 @@ def parse_request(instance_uuid, ports, networks, security_groups, vif_model=Non
     except ValidationError as exc:
         raise NetworkValidationError(exc.msg)
     nets = {}
-    for item in networks or []:
+    for item in _list(networks, "networks"):
         net = parse_network(item)
         if net.name in nets:
             _fail("network %r is given twice" % net.name)
@@ -299,7 +319,7 @@ def parse_request(instance_uuid, ports, networks, security_groups, vif_model=Non
             _fail("networks %s and %s share bridge %s with different uplinks" % (other.name, net.name, net.bridge))
     groups, by_key = parse_security_groups(security_groups)
     parsed, seen = [], set()
-    for item in ports or []:
+    for item in _list(ports, "ports"):
         port = parse_port(item, nets, by_key, vif_model)
         port.security_groups = [by_key[name] for name in port.security_groups]
         if port.tap in seen:

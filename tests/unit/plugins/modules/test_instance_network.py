@@ -48,6 +48,17 @@ def test_documentation_matches_argument_spec():
         ({"ports": [dict(PORTS[0], mac="zz")]}, "aa:bb:cc:dd:ee:ff"),
         ({"security_groups": [{"name": "web", "rules": [{"direction": "ingress", "remote_ip_prefix": "10.0.0.1/8"}]}]},
          "not a CIDR"),
+        # Wrong types: unhashable where a name is looked up, strings where a list is iterated.
+        ({"ports": [dict(PORTS[0], network=["private"])]}, "network must be a name"),
+        ({"ports": [dict(PORTS[0], security_groups=[["web"]])]}, "security group must be a name"),
+        ({"ports": [dict(PORTS[0], security_groups="web")]}, "security_groups must be a list, got str"),
+        ({"ports": [dict(PORTS[0], fixed_ips="10.66.0.5")]}, "fixed_ips must be a list, got str"),
+        ({"ports": [dict(PORTS[0], allowed_address_pairs="10.66.0.0/24")]}, "allowed_address_pairs must be a list"),
+        ({"security_groups": [dict(SGS[0], id=["x"])]}, "security group web id must be a name"),
+        ({"security_groups": [dict(SGS[0], rules=[{"direction": "ingress", "remote_group_id": ["web"]}])]},
+         "remote_group_id must be a name"),
+        ({"security_groups": [dict(SGS[0], members="10.66.0.9")]}, "members must be a list"),
+        ({"security_groups": [dict(SGS[0], rules="tcp")]}, "rules must be a list"),
     ],
 )
 def test_bad_input_fails_cleanly_before_any_change(tmp_path, capsys, extra, message):
@@ -58,6 +69,29 @@ def test_bad_input_fails_cleanly_before_any_change(tmp_path, capsys, extra, mess
     assert result["failed_step"] == "instance_network"
     assert "Traceback" not in json.dumps(result)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.mark.parametrize("state", ["present", "absent"])
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        ("{bad", "not JSON"),
+        ("[]", "a JSON list, not an object"),
+        ('{"instances": {"%s": 5}}' % UUID, "instances.%s is a JSON int" % UUID),
+        ('{"instances": {"%s": {"p": {"tap": ["x"]}}}}' % UUID, "is not an object with tap"),
+        ('{"links": []}', "'links' is not an object"),
+        (b"\xff\xfe", "not UTF-8"),
+    ],
+)
+def test_corrupt_registry_is_a_clean_failure_naming_the_file(tmp_path, capsys, state, content, message):
+    path = tmp_path / "network.json"
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    args = dict(instance_uuid=UUID, ports=PORTS, networks=NETWORKS, security_groups=SGS, instances_path=str(tmp_path),
+                state=state, netns="nimbus-test-no-such-ns")
+    result = run(args, capsys)
+    assert result["failed"] is True and message in result["msg"] and str(path) in result["msg"], result["msg"]
+    assert "Traceback" not in json.dumps(result)
+    assert os.listdir(tmp_path) == ["network.json"], "nothing else written (no lock taken, nothing changed)"
 
 
 @pytest.fixture
