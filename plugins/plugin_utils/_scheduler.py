@@ -51,19 +51,32 @@ def hosts_from_inventory(variables, group):
 
 
 def schedule(options, variables):
-    """Run one scheduling request from the lookup's options; returns the placements."""
-    hosts = options.get("hosts")
-    hosts = plain(hosts) if hosts is not None else hosts_from_inventory(variables, options["hypervisor_group"])
-    if not hosts:
-        raise AnsibleLookupError("nimbus.compute.schedule: No valid host: there are no hosts to schedule on")
-    engine_options = {k: plain(options.get(k)) for k in ENGINE_OPTIONS if options.get(k) is not None}
+    """Run one scheduling request from the lookup's options; returns the placements.
+
+    Bad input is refused with a message naming the host and field (SchedulerInputError). Anything
+    else that escapes the engine is still turned into a lookup error naming the step, never a traceback.
+    """
+    step = "reading the host states"
     try:
+        hosts = options.get("hosts")
+        hosts = plain(hosts) if hosts is not None else hosts_from_inventory(variables, options["hypervisor_group"])
+        if not hosts:
+            raise AnsibleLookupError("nimbus.compute.schedule: No valid host: there are no hosts to schedule on")
+        engine_options = {k: plain(options.get(k)) for k in ENGINE_OPTIONS if options.get(k) is not None}
+        step = "building the request (flavor, image, hints)"
         spec = RequestSpec(plain(options["flavor"]), image=plain(options.get("image")), hints=plain(options.get("hints")),
                            count=options.get("count", 1), instance_uuids=plain(options.get("instance_uuids")),
                            project_id=options.get("project_id"), availability_zone=options.get("availability_zone"))
+        step = "configuring the filters and weighers"
         scheduler = Scheduler(filters=plain(options.get("filters")), weighers=plain(options.get("weighers")),
                               weight_multipliers=plain(options.get("weight_multipliers")), **engine_options)
-        placements = scheduler.schedule(hosts, spec, explain=bool(options.get("explain")))
+        step = "scheduling"
+        return scheduler.schedule(hosts, spec, explain=bool(options.get("explain")))
+    except AnsibleLookupError:
+        raise
     except NimbusError as err:
         raise AnsibleLookupError("nimbus.compute.schedule: %s" % err.msg)
-    return placements
+    except Exception as err:  # last resort: input the validation missed must still not end in a traceback
+        raise AnsibleLookupError("nimbus.compute.schedule: unexpected error while %s: %s: %s (the input was not "
+                                 "refused with a clearer message; please report it)" % (step, type(err).__name__, err),
+                                 orig_exc=err)

@@ -22,12 +22,13 @@ from __future__ import annotations
 
 import functools
 import heapq
+import math
 import random
 from bisect import bisect_left, insort
 
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler import registry
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import NoValidHost, SchedulerInputError
-from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.host_state import host_states
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.host_state import HostState, host_states
 
 OPTION_DEFAULTS = {
     "host_subset_size": 1,
@@ -54,6 +55,47 @@ def _positive_int(options, key, minimum=1):
     return value
 
 
+def finite_number(name, value):
+    """A finite float from a number or numeric string, else SchedulerInputError naming ``name``."""
+    if isinstance(value, bool):
+        raise SchedulerInputError("%s must be a number, got %r" % (name, value))
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise SchedulerInputError("%s must be a number, got %r" % (name, value))
+    if not math.isfinite(number):
+        raise SchedulerInputError("%s must be a finite number, got %r" % (name, value))
+    return number
+
+
+def _check_options(config):
+    for key in ("host_subset_size", "max_attempts"):
+        _positive_int(config, key)
+    for key in ("max_instances_per_host", "max_io_ops_per_host"):
+        _positive_int(config, key, 0)
+    if finite_number("service_down_time", config["service_down_time"]) < 0:
+        raise SchedulerInputError("service_down_time must not be negative, got %r" % (config["service_down_time"],))
+    config["service_down_time"] = finite_number("service_down_time", config["service_down_time"])
+    if config["now"] is not None:
+        config["now"] = finite_number("now", config["now"])
+    rules = config["rules"]
+    if not isinstance(rules, (list, tuple)) or not all(isinstance(r, str) for r in rules):
+        raise SchedulerInputError("rules must be a list of JMESPath expression strings, got %r" % (rules,))
+    setting = config["metrics_weight_setting"]
+    if not isinstance(setting, dict):
+        raise SchedulerInputError("metrics_weight_setting must be a dict {metric name: ratio}, got %r" % (setting,))
+    config["metrics_weight_setting"] = {
+        str(name): finite_number("metrics_weight_setting ratio of %s" % name, ratio) for name, ratio in setting.items()
+    }
+    config["metrics_weight_of_unavailable"] = finite_number("metrics_weight_of_unavailable",
+                                                            config["metrics_weight_of_unavailable"])
+    if not isinstance(config["metrics_required"], bool):
+        raise SchedulerInputError("metrics_required must be true or false, got %r" % (config["metrics_required"],))
+    arch = config["image_properties_default_architecture"]
+    if arch is not None and not isinstance(arch, str):
+        raise SchedulerInputError("image_properties_default_architecture must be a string, got %r" % (arch,))
+
+
 class Scheduler:
     """Configured once (filters, weighers, multipliers, options); ``schedule`` places servers."""
 
@@ -63,14 +105,7 @@ class Scheduler:
             raise SchedulerInputError("unknown scheduler option(s) %s" % ", ".join(unknown))
         config = dict(OPTION_DEFAULTS)
         config.update({k: v for k, v in options.items() if v is not None})
-        for key in ("host_subset_size", "max_attempts"):
-            _positive_int(config, key)
-        for key in ("max_instances_per_host", "max_io_ops_per_host"):
-            _positive_int(config, key, 0)
-        if not isinstance(config["rules"], (list, tuple)):
-            raise SchedulerInputError("rules must be a list of JMESPath expressions")
-        if not isinstance(config["metrics_weight_setting"], dict):
-            raise SchedulerInputError("metrics_weight_setting must be a dict {metric name: ratio}")
+        _check_options(config)
         self.config = config
         self.incremental = incremental
         multipliers = weight_multipliers or {}
@@ -89,7 +124,10 @@ class Scheduler:
 
     def schedule(self, hosts, spec, explain=False):
         """Place ``spec.instance_uuids`` on ``hosts`` (dicts are copied; HostStates are consumed in place)."""
-        states = host_states(hosts) if not hosts or isinstance(hosts[0], dict) else hosts
+        if isinstance(hosts, list) and hosts and all(isinstance(h, HostState) for h in hosts):
+            states = hosts
+        else:
+            states = host_states(hosts)  # validates: a list of dicts
         return _Request(self, states, spec, explain).run()
 
 

@@ -76,6 +76,8 @@ def _number(name, value, where, kind=int):
 def parse_time(value):
     """Seconds since the epoch from an epoch number, ISO 8601 string or datetime (naive = UTC)."""
     if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
+        if value is not None and not math.isfinite(value):
+            raise SchedulerInputError("last_seen_up %r is not an ISO 8601 time or epoch seconds" % value)
         return value
     if isinstance(value, str):
         try:
@@ -124,7 +126,7 @@ class HostState:
             self.free_ram_mb = self.total_usable_ram_mb
         if self.free_disk_mb is None:
             self.free_disk_mb = _number("total_usable_disk_gb", self.total_usable_disk_gb, where) * 1024
-        self.instances = dict.fromkeys(str(u) for u in self.instances)
+        self.instances = dict.fromkeys(_strings("instances", self.instances, where, "server UUIDs"))
         if self.num_instances is None:
             self.num_instances = len(self.instances)
         for key in _INT_FIELDS:
@@ -138,15 +140,23 @@ class HostState:
             if getattr(self, key) < 0:
                 raise SchedulerInputError("%s: %s must not be negative" % (where, key))
         self.availability_zone = str(self.availability_zone)
+        if not isinstance(self.aggregates, (list, tuple)):
+            raise SchedulerInputError("%s: aggregates must be a list of {name, metadata}" % where)
         self.aggregates = [_aggregate(a, where) for a in self.aggregates]
         self.aggregate_metadata = _metadata_by_key(self.aggregates)
-        self.supported_instances = [tuple(str(x) if x is not None else None for x in s) for s in self.supported_instances]
-        if not isinstance(self.metrics, dict):
-            raise SchedulerInputError("%s: metrics must be a dict of name: number" % where)
-        service = dict(SERVICE_DEFAULTS)
-        service.update(self.service or {})
-        self.service = service
-        self.last_seen_up = parse_time(service["last_seen_up"])
+        self.supported_instances = _supported_instances(self.supported_instances, where)
+        self.traits = _strings("traits", self.traits, where, "trait names")
+        self.metrics = _metrics(self.metrics, where)
+        self.pci_stats = _pci_stats(self.pci_stats, where)
+        self.numa_topology = _numa_topology(self.numa_topology, where)
+        self.cpu_info = _cpu_info(self.cpu_info, where)
+        if not isinstance(self.stats, dict):
+            raise SchedulerInputError("%s: stats must be a dict, got %s" % (where, type(self.stats).__name__))
+        self.service = _service(self.service, where)
+        try:
+            self.last_seen_up = parse_time(self.service["last_seen_up"])
+        except SchedulerInputError as err:
+            raise SchedulerInputError("%s: service.%s" % (where, err.msg))
         return self
 
     def aggregate_values(self, key):
@@ -175,6 +185,8 @@ class HostState:
         for key in HostState.__slots__:
             setattr(other, key, getattr(self, key))
         other.instances = dict(self.instances)
+        if self.numa_topology is not None:  # consume() changes cell usage
+            other.numa_topology = dict(self.numa_topology, cells=[dict(c) for c in self.numa_topology["cells"]])
         return other
 
     def to_dict(self):
@@ -182,6 +194,123 @@ class HostState:
         data["instances"] = list(self.instances)
         data["supported_instances"] = [list(s) for s in self.supported_instances]
         return data
+
+
+def _kind(value):
+    return type(value).__name__
+
+
+def _strings(name, value, where, what):
+    if value in ([], ()):  # the common case, cheaply (10,000 hosts are built per lookup)
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise SchedulerInputError("%s: %s must be a list of %s, got %s" % (where, name, what, _kind(value)))
+    for item in value:
+        if not isinstance(item, str):
+            raise SchedulerInputError("%s: %s must be a list of %s, got an item %r" % (where, name, what, item))
+    return list(value)
+
+
+def _supported_instances(value, where):
+    if value == []:
+        return []
+    shape = "a list of [arch, hv_type, vm_mode]"
+    if not isinstance(value, (list, tuple)):
+        raise SchedulerInputError("%s: supported_instances must be %s, got %s" % (where, shape, _kind(value)))
+    out = []
+    for entry in value:
+        if (not isinstance(entry, (list, tuple)) or len(entry) != 3
+                or not all(x is None or isinstance(x, str) for x in entry)):
+            raise SchedulerInputError("%s: supported_instances must be %s (strings or null), got an entry %r"
+                                      % (where, shape, entry))
+        out.append(tuple(entry))
+    return out
+
+
+def _metrics(value, where):
+    if value == {}:
+        return {}
+    if not isinstance(value, dict):
+        raise SchedulerInputError("%s: metrics must be a dict of name: number, got %s" % (where, _kind(value)))
+    return {str(k): _number("metrics.%s" % k, v, where, float) for k, v in value.items()}
+
+
+def _pci_stats(value, where):
+    if value == []:
+        return []
+    if not isinstance(value, (list, tuple)):
+        raise SchedulerInputError("%s: pci_stats must be a list of pools {count, ...}, got %s" % (where, _kind(value)))
+    pools = []
+    for pool in value:
+        if not isinstance(pool, dict):
+            raise SchedulerInputError("%s: pci_stats must be a list of pools {count, ...}, got an entry %r" % (where, pool))
+        count = _number("pci_stats count", pool.get("count", 0), where)
+        if count < 0:
+            raise SchedulerInputError("%s: pci_stats count must not be negative" % where)
+        pools.append(dict(pool, count=count))
+    return pools
+
+
+_CELL_NUMBERS = ("memory_mb", "cpu_usage", "memory_usage")
+
+
+def _numa_topology(value, where):
+    """``{"cells": [{id, cpus (count or CPU ids), memory_mb, cpu_usage, memory_usage}]}``, copied (consume changes it)."""
+    if value is None:
+        return None
+    shape = 'numa_topology must be {"cells": [{id, cpus, memory_mb, cpu_usage, memory_usage}]}'
+    if not isinstance(value, dict) or not isinstance(value.get("cells", []), (list, tuple)):
+        raise SchedulerInputError("%s: %s, got %r" % (where, shape, value))
+    cells = []
+    for n, given in enumerate(value.get("cells", [])):
+        if not isinstance(given, dict):
+            raise SchedulerInputError("%s: %s, got a cell %r" % (where, shape, given))
+        cell = dict(given)
+        cpus = cell.get("cpus", 0)
+        if isinstance(cpus, (list, tuple)):
+            if not all(isinstance(c, int) and not isinstance(c, bool) for c in cpus):
+                raise SchedulerInputError("%s: numa_topology cell %d cpus must be a count or a list of CPU ids" % (where, n))
+            cell["cpus"] = list(cpus)
+        else:
+            cell["cpus"] = _number("numa_topology cell %d cpus" % n, cpus, where)
+        for key in _CELL_NUMBERS:
+            cell[key] = _number("numa_topology cell %d %s" % (n, key), cell.get(key, 0), where)
+        if (len(cell["cpus"]) if isinstance(cell["cpus"], list) else cell["cpus"]) < 0 or cell["memory_mb"] < 0:
+            raise SchedulerInputError("%s: numa_topology cell %d must not have negative cpus or memory_mb" % (where, n))
+        cells.append(cell)
+    return dict(value, cells=cells)
+
+
+def _cpu_info(value, where):
+    if value == {}:
+        return value
+    if not isinstance(value, dict):
+        raise SchedulerInputError("%s: cpu_info must be a dict, got %s" % (where, _kind(value)))
+    maxphysaddr = value.get("maxphysaddr")
+    if maxphysaddr is not None:
+        if not isinstance(maxphysaddr, dict):
+            raise SchedulerInputError("%s: cpu_info.maxphysaddr must be a dict {mode, bits}, got %r" % (where, maxphysaddr))
+        if maxphysaddr.get("bits") is not None:
+            value = dict(value, maxphysaddr=dict(maxphysaddr, bits=_number("cpu_info.maxphysaddr.bits",
+                                                                            maxphysaddr["bits"], where)))
+    return value
+
+
+def _service(value, where):
+    if value == {}:
+        return dict(SERVICE_DEFAULTS)
+    shape = "service must be a dict {disabled, forced_down, last_seen_up}"
+    if not isinstance(value, dict):
+        raise SchedulerInputError("%s: %s, got %s" % (where, shape, _kind(value)))
+    unknown = sorted(set(value) - set(SERVICE_DEFAULTS))
+    if unknown:
+        raise SchedulerInputError("%s: unknown service field(s) %s; %s" % (where, ", ".join(map(str, unknown)), shape))
+    service = dict(SERVICE_DEFAULTS)
+    service.update({k: v for k, v in value.items() if v is not None})
+    for key in ("disabled", "forced_down"):
+        if not isinstance(service[key], bool):
+            raise SchedulerInputError("%s: service.%s must be true or false, got %r" % (where, key, service[key]))
+    return service
 
 
 def _aggregate(agg, where):
@@ -202,7 +331,7 @@ def _metadata_by_key(aggregates):
 def host_states(hosts):
     """Build HostStates from a list of dicts; hostnames must be unique."""
     if not isinstance(hosts, (list, tuple)):
-        raise SchedulerInputError("hosts must be a list of host-state dicts")
+        raise SchedulerInputError("hosts must be a list of host-state dicts, got %s" % _kind(hosts))
     states = [HostState.from_dict(h, i) for i, h in enumerate(hosts)]
     seen = set()
     for s in states:

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import math
+
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.aggregate_instance_extra_specs import (
     AggregateInstanceExtraSpecsFilter,
@@ -96,10 +98,13 @@ def multiplier_for(cls, multipliers):
     """A multiplier override by weigher name (RAMWeigher) or Nova option name (ram_weight_multiplier)."""
     for key in (cls.name, cls.multiplier_option):
         if key in multipliers:
+            value = multipliers[key]
             try:
-                value = float(multipliers[key])
+                value = float(value) if not isinstance(value, bool) else None
             except (TypeError, ValueError):
-                raise SchedulerInputError("weight multiplier %s must be a number, got %r" % (key, multipliers[key]))
+                value = None
+            if value is None or not math.isfinite(value):
+                raise SchedulerInputError("weight multiplier %s must be a finite number, got %r" % (key, multipliers[key]))
             if cls.minimum_multiplier is not None and value < cls.minimum_multiplier:
                 raise SchedulerInputError("weight multiplier %s must be >= %s" % (key, cls.minimum_multiplier))
             return value

@@ -13,20 +13,20 @@ MIN_RAM_MB = 16  # RELIABILITY.md: flavor sanity
 KNOWN_HINTS = ("group", "same_host", "different_host", "query")
 
 
-def _whole(flavor, key, minimum, default=None):
+def _whole(flavor, key, minimum, default=None, what="flavor"):
     value = flavor.get(key, default)
     if value is None:
-        raise SchedulerInputError("flavor %s is required" % key)
+        raise SchedulerInputError("%s %s is required" % (what, key))
     if isinstance(value, bool):
-        raise SchedulerInputError("flavor %s must be a whole number, got %r" % (key, value))
+        raise SchedulerInputError("%s %s must be a whole number, got %r" % (what, key, value))
     try:
         number = int(value)
-    except (TypeError, ValueError):
-        raise SchedulerInputError("flavor %s must be a whole number, got %r" % (key, value))
+    except (TypeError, ValueError, OverflowError):
+        raise SchedulerInputError("%s %s must be a whole number, got %r" % (what, key, value))
     if number != value and str(number) != str(value).strip():
-        raise SchedulerInputError("flavor %s must be a whole number, got %r" % (key, value))
+        raise SchedulerInputError("%s %s must be a whole number, got %r" % (what, key, value))
     if number < minimum:
-        raise SchedulerInputError("flavor %s must be >= %d, got %d" % (key, minimum, number))
+        raise SchedulerInputError("%s %s must be >= %d, got %d" % (what, key, minimum, number))
     return number
 
 
@@ -55,7 +55,10 @@ class InstanceGroup:
         self.name = str(data.get("name") or "")
         self.policy = policy
         self.members = list(dict.fromkeys(_uuid_list(data.get("members"), "group.members")))
-        self.hosts = list(data["hosts"]) if data.get("hosts") is not None else None
+        hosts = data.get("hosts")
+        if hosts is not None and (not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts)):
+            raise SchedulerInputError("hint group.hosts must be a list of host names, got %r" % (hosts,))
+        self.hosts = list(hosts) if hosts is not None else None
         rules = data.get("rules") or {}
         if not isinstance(rules, dict):
             raise SchedulerInputError("group rules must be a dict")
@@ -114,6 +117,10 @@ class RequestSpec:
             raise SchedulerInputError("image must be a dict {id, disk_format, properties}")
         self.image_id = image.get("id")
         self.image_properties = dict(image.get("properties") or {})
+        bits = self.image_properties.get("hw_maxphysaddr_bits")
+        if bits is not None:
+            self.image_properties["hw_maxphysaddr_bits"] = _whole(self.image_properties, "hw_maxphysaddr_bits", 1,
+                                                                  what="image property")
         self.project_id = None if project_id is None else str(project_id)
         self.availability_zone = availability_zone or None
         hints = hints or {}

@@ -8,6 +8,7 @@ candidate hosts (all equal -> 0), multiplies by the host's multiplier and sums o
 
 from __future__ import annotations
 
+import math
 from operator import attrgetter
 
 
@@ -34,6 +35,8 @@ class BaseHostWeigher:
                 value = min(float(v) for v in values)
             except ValueError:
                 value = self.multiplier  # Nova logs a warning and uses the configured value
+            if not math.isfinite(value):
+                value = self.multiplier  # unlike Nova: a nan/inf weight would make every comparison meaningless
         return -value if self.negate_multiplier else value
 
     def is_active(self, spec):

@@ -88,5 +88,5 @@ def test_multiplier_validation():
         Scheduler(weight_multipliers={"ram": 1})
     with pytest.raises(SchedulerInputError, match=r"must be >= 0\.0"):
         Scheduler(weight_multipliers={"soft_affinity_weight_multiplier": -1})
-    with pytest.raises(SchedulerInputError, match="must be a number"):
+    with pytest.raises(SchedulerInputError, match="must be a finite number"):
         Scheduler(weight_multipliers={"cpu_weight_multiplier": "lots"})
