@@ -8,6 +8,8 @@ from __future__ import annotations
 from ansible_collections.nimbus.compute.plugins.module_utils._network.links import (
     Links,
     Registry,
+    aliased,
+    created_by,
     plan_network,
     plan_removal,
     plan_tap,
@@ -38,10 +40,11 @@ def ensure_present(request, instances_path, *, netns=None, vif_type="bridge", sc
     """Bridges, uplinks, taps (``ethernet``) and the firewall tables; returns the module result."""
     links, firewall = Links(netns), Firewall(netns)
     result = {"changed": False, "commands": [], "created_links": [], "firewall": {}}
-    if scope in ("all", "firewall"):
-        # Checked first: a host without bridge netfilter fails before any link changes.
+    registry = Registry(instances_path)  # a corrupt network.json fails here, before anything changes
+    if any(p.port_security_enabled for p in request.ports):
+        # Checked first, for every scope (the role's first call plugs links only): a host without
+        # bridge netfilter fails before any link changes, not after the bridges exist.
         firewall.preflight()
-    registry = Registry(instances_path)
     with registry.lock():
         if scope in ("all", "links"):
             vlan_plan, plan, created, uplinks = [], [], [], {}
@@ -56,7 +59,7 @@ def ensure_present(request, instances_path, *, netns=None, vif_type="bridge", sc
             result["commands"] = [["ip", *links.argv(a)] for a in vlan_plan + plan]
             result["created_links"] = created
             if not check_mode:
-                links.apply(vlan_plan + plan)
+                links.apply(vlan_plan + plan, done=_recorder(registry, request, uplinks))
                 registry.record(request.instance_uuid, request.ports, created, uplinks)
                 registry.save()
             result["changed"] = bool(vlan_plan or plan)
@@ -66,6 +69,22 @@ def ensure_present(request, instances_path, *, netns=None, vif_type="bridge", sc
             result["changed"] = result["changed"] or changed
     result["domain_interfaces"] = domain_interfaces(request, vif_type)
     return result
+
+
+def _recorder(registry, request, uplinks):
+    """Save each link to the registry as soon as it exists (and again once it carries our alias), so a
+    run that fails halfway leaves only recorded links, which state=absent removes."""
+
+    def done(args):
+        name = created_by(args)
+        if name is not None:
+            registry.record(request.instance_uuid, request.ports, [name], uplinks, alias_pending=True)
+            registry.save()
+        elif aliased(args) is not None and aliased(args) in registry.data["links"]:
+            registry.confirm_alias(aliased(args))
+            registry.save()
+
+    return done
 
 
 def ensure_absent(instance_uuid, instances_path, *, netns=None, scope="all", check_mode=False):

@@ -12,6 +12,7 @@ port uses them any more.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 
@@ -60,14 +61,36 @@ class Links:
             return []
         return sorted(link["ifname"] for link in json.loads(result.stdout or "[]"))
 
-    def apply(self, plan):
+    def apply(self, plan, done=None):
+        """Run the plan in order; ``done(args)`` after each command that succeeded (so a caller can
+        record a link as soon as it exists, before the next command may fail)."""
         for args in plan:
             try:
                 self.run(args)
             except CommandError as exc:
                 if "type" in args and "vlan" in args and "Unknown device type" in exc.msg:
                     raise UnsupportedError(VLAN_UNSUPPORTED % "Unknown device type")
-                raise NetworkError("ip %s failed: %s" % (" ".join(args), exc.msg))
+                raise NetworkError("ip %s failed: %s" % (" ".join(str(a) for a in args), exc.msg))
+            if done is not None:
+                done(args)
+
+
+def created_by(args):
+    """The link an ``ip`` command of a plan creates (``link add … name X``, ``tuntap add dev X``), or None."""
+    args = [str(a) for a in args]
+    if args[:2] == ["link", "add"] and "name" in args:
+        return args[args.index("name") + 1]
+    if args[:2] == ["tuntap", "add"] and "dev" in args:
+        return args[args.index("dev") + 1]
+    return None
+
+
+def aliased(args):
+    """The link an ``ip link set dev X alias nimbus.compute`` command marks as ours, or None."""
+    args = [str(a) for a in args]
+    if args[:3] == ["link", "set", "dev"] and args[4:] == ["alias", OWNER_ALIAS]:
+        return args[3]
+    return None
 
 
 def kind(link):
@@ -76,6 +99,15 @@ def kind(link):
 
 def owned(link):
     return bool(link) and link.get("ifalias") == OWNER_ALIAS
+
+
+def ours(registry, name, link):
+    """Recorded as created by us and still carrying our alias - or created by a run that failed
+    before it could set the alias (recorded ``alias_pending``, and nobody has set another alias)."""
+    entry = registry.data["links"].get(name)
+    if entry is None or not link:
+        return False
+    return owned(link) or (bool(entry.get("alias_pending")) and not link.get("ifalias"))
 
 
 def _is_up(link):
@@ -142,31 +174,78 @@ def plan_tap(links, port, created):
     return plan + _ensure_settings(port.tap, tap, port.network.mtu, master=port.network.bridge)
 
 
+class RegistryError(NetworkError, ValueError):
+    """``network.json`` exists but is not a registry (not JSON, not the expected objects)."""
+
+
+def _load_registry(path):
+    """The registry's data; a corrupt file is a RegistryError naming it: nothing may create or delete
+    links on a record it cannot read, since deletion depends on it."""
+
+    def corrupt(reason):
+        return RegistryError("the host network registry %s cannot be read (%s): repair it, or move it aside once "
+                             "the links it lists are known to be gone (only recorded links are ever deleted)"
+                             % (path, reason))
+
+    raw = read_bytes(path)
+    if not raw:
+        return {"links": {}, "instances": {}}
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise corrupt("not UTF-8 text")
+    except ValueError as exc:
+        raise corrupt("not JSON: %s" % exc)
+    if not isinstance(data, dict):
+        raise corrupt("a JSON %s, not an object" % type(data).__name__)
+    data.setdefault("links", {})
+    data.setdefault("instances", {})
+    links, instances = data["links"], data["instances"]
+    if not isinstance(links, dict) or not all(isinstance(entry, dict) for entry in links.values()):
+        raise corrupt("'links' is not an object of objects")
+    if not isinstance(instances, dict):
+        raise corrupt("'instances' is not an object")
+    for uuid, ports in instances.items():
+        if not isinstance(ports, dict):
+            raise corrupt("instances.%s is a JSON %s, not an object of ports" % (uuid, type(ports).__name__))
+        for port_id, port in ports.items():
+            fields = ("tap", "bridge", "uplink")
+            if not isinstance(port, dict) or not all(isinstance(port.get(k), (str, type(None))) for k in fields):
+                raise corrupt("instances.%s.%s is not an object with tap, bridge and uplink names" % (uuid, port_id))
+    return data
+
+
 class Registry:
-    """``<instances_path>/network.json``: links we created and which instance's ports use which bridge."""
+    """``<instances_path>/network.json``: links we created and which instance's ports use which bridge.
+    Read again under the lock, so two runs on one host never save over each other's records."""
 
     def __init__(self, instances_path):
         self.path = os.path.join(instances_path, REGISTRY_NAME)
         self.lock_path = os.path.join(locks_dir(instances_path), "network.lock")
-        raw = read_bytes(self.path)
-        self.data = json.loads(raw.decode("utf-8")) if raw else {}
-        self.data.setdefault("links", {})
-        self.data.setdefault("instances", {})
+        self.data = _load_registry(self.path)
 
+    @contextlib.contextmanager
     def lock(self):
         os.makedirs(os.path.dirname(self.lock_path), mode=0o700, exist_ok=True)
-        return FileLock(self.lock_path, timeout=60, what="host networking", step=STEP)
+        with FileLock(self.lock_path, timeout=60, what="host networking", step=STEP):
+            self.data = _load_registry(self.path)
+            yield self
 
     def save(self):
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         write_atomic(self.path, json.dumps(self.data, indent=2, sort_keys=True) + "\n", mode=0o600)
 
-    def record(self, instance_uuid, ports, created, uplinks):
+    def record(self, instance_uuid, ports, created, uplinks, alias_pending=False):
         for name in created:
             self.data["links"][name] = {"uplink": uplinks.get(name)}
+            if alias_pending:
+                self.data["links"][name]["alias_pending"] = True
         self.data["instances"][instance_uuid] = {
             p.id: {"tap": p.tap, "bridge": p.network.bridge, "uplink": p.network.vlan_interface} for p in ports
         }
+
+    def confirm_alias(self, name):
+        self.data["links"].get(name, {}).pop("alias_pending", None)
 
     def forget(self, instance_uuid, removed):
         self.data["instances"].pop(instance_uuid, None)
@@ -187,14 +266,12 @@ def plan_removal(links, registry, instance_uuid):
     ports = registry.data["instances"].get(instance_uuid, {})
     plan, removed = [], []
     for port in ports.values():
-        tap = links.show(port["tap"])
-        if port["tap"] in registry.data["links"] and owned(tap):
+        if ours(registry, port["tap"], links.show(port["tap"])):
             plan.append(["link", "delete", "dev", port["tap"]])
             removed.append(port["tap"])
     for bridge in sorted({p["bridge"] for p in ports.values()}):
         entry = registry.data["links"].get(bridge)
-        link = links.show(bridge)
-        if entry is None or not owned(link) or registry.in_use(bridge, excluding=instance_uuid):
+        if not ours(registry, bridge, links.show(bridge)) or registry.in_use(bridge, excluding=instance_uuid):
             continue
         uplink = entry.get("uplink")
         if set(links.members(bridge)) - set(removed) - {uplink}:
@@ -202,7 +279,7 @@ def plan_removal(links, registry, instance_uuid):
         plan.append(["link", "delete", "dev", bridge])
         removed.append(bridge)
         unused = not registry.in_use(uplink, excluding=instance_uuid)
-        if uplink in registry.data["links"] and owned(links.show(uplink)) and unused:
+        if uplink and ours(registry, uplink, links.show(uplink)) and unused:
             plan.append(["link", "delete", "dev", uplink])
             removed.append(uplink)
     return plan, removed

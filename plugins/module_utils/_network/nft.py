@@ -349,6 +349,9 @@ class Firewall:
     def _read_sysctl(self, path):
         if self.netns:
             result = self.ip_runner.run(["netns", "exec", self.netns, "cat", path], check=False)
+            if result.rc != 0 and "network namespace" in result.stderr:
+                # ip's own failure (rc 255), not cat's: the namespace is missing, not br_netfilter.
+                raise NetworkError("network namespace %s cannot be entered: %s" % (self.netns, result.stderr.strip()))
             return result.stdout.strip() if result.rc == 0 else None
         try:
             with open(path, encoding="ascii") as handle:
