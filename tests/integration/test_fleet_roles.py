@@ -31,6 +31,7 @@ def lab_fleet(lab, guest_images):
 @pytest.mark.skipif(not os.path.exists(MOLECULE), reason="molecule is not installed in .venv")
 @pytest.mark.parametrize("role", [
     "hypervisor",
+    "image_cache_cleanup",
     pytest.param("server", marks=pytest.mark.skipif(not FULL, reason="test_fleet covers it; NIMBUS_FULL=1 runs it")),
     pytest.param("server_delete", marks=pytest.mark.skipif(not FULL, reason="test_fleet covers it; NIMBUS_FULL=1")),
 ])
@@ -64,6 +65,24 @@ def test_server_role_rejects_bad_variables_before_anything_runs(lab_fleet, tmp_p
     proc = role_play(tmp_path, "server", role_vars)
     assert proc.returncode == 2 and "Validating arguments against arg spec" in proc.stdout
     assert words in proc.stdout and "Claim resources" not in proc.stdout
+    assert fleet.snapshot() == before
+
+
+@pytest.mark.parametrize("role, role_vars, words, first_task", [
+    ("server_delete", {"server_delete_libvirt_uri": "qemu:///system"}, "server_delete_uuid", "Destroy and undefine"),
+    ("server_delete", {"server_delete_uuid": "x", "server_delete_shutdown_timeout": "soon"},
+     "server_delete_shutdown_timeout", "Destroy and undefine"),
+    ("image_cache_cleanup", {"image_cache_cleanup_min_age": "a day"}, "image_cache_cleanup_min_age",
+     "Remove unused base images"),
+    ("image_cache_cleanup", {"image_cache_cleanup_part_min_age": {"hours": 1}}, "image_cache_cleanup_part_min_age",
+     "Remove unused base images"),
+])
+def test_delete_and_cleanup_roles_reject_bad_variables_before_anything_runs(lab_fleet, tmp_path, role, role_vars,
+                                                                              words, first_task):
+    before = fleet.snapshot()
+    proc = role_play(tmp_path, role, role_vars)
+    assert proc.returncode == 2 and "Validating arguments against arg spec" in proc.stdout
+    assert words in proc.stdout and first_task not in proc.stdout, proc.stdout[-3000:]
     assert fleet.snapshot() == before
 
 
