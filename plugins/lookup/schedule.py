@@ -76,9 +76,10 @@ options:
     elements: str
   weighers:
     description:
-      - Weigher names; the default is all of them - C(RAMWeigher), C(DiskWeigher), C(CPUWeigher), C(IoOpsWeigher),
-        C(NumInstancesWeigher), C(HypervisorVersionWeigher), C(BuildFailureWeigher), C(ServerGroupSoftAffinityWeigher),
-        C(ServerGroupSoftAntiAffinityWeigher), C(MetricsWeigher), C(PCIWeigher).
+      - Weigher names; the default is all of them, in the order Nova 34 sums them - C(NumInstancesWeigher),
+        C(MetricsWeigher), C(CPUWeigher), C(BuildFailureWeigher), C(ServerGroupSoftAffinityWeigher),
+        C(ServerGroupSoftAntiAffinityWeigher), C(RAMWeigher), C(DiskWeigher), C(PCIWeigher), C(IoOpsWeigher),
+        C(HypervisorVersionWeigher). A given list is summed in its order.
     type: list
     elements: str
   weight_multipliers:

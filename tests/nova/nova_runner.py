@@ -218,6 +218,13 @@ MULTIPLIER_OPTIONS = [
 ]
 
 
+# Scheduler options a job may set, and their CONF group (None: [DEFAULT]); unset ones keep Nova's defaults.
+OPTION_GROUPS = {"host_subset_size": "filter_scheduler", "max_instances_per_host": "filter_scheduler",
+                 "max_io_ops_per_host": "filter_scheduler", "service_down_time": None}
+# What Nova 34 checks in Placement, restated as filters, before its enabled_filters.
+RESOURCE_FILTERS = ["RamFilter", "DiskFilter", "CoreFilter", "AvailabilityZoneFilter"]
+
+
 def configure(job):
     options = job.get("options", {})
     for name in MULTIPLIER_OPTIONS:  # one process serves many jobs: start each from Nova's defaults
@@ -228,12 +235,46 @@ def configure(job):
             CONF.set_override("weight_multiplier", value, group="metrics")
         else:
             CONF.set_override(name, value, group="filter_scheduler")
-    CONF.set_override("host_subset_size", options.get("host_subset_size", 1), group="filter_scheduler")
-    CONF.set_override("max_instances_per_host", options.get("max_instances_per_host", 50), group="filter_scheduler")
-    CONF.set_override("max_io_ops_per_host", options.get("max_io_ops_per_host", 8), group="filter_scheduler")
-    CONF.set_override("service_down_time", options.get("service_down_time", 60))
+    for name, group in OPTION_GROUPS.items():
+        if name in options:
+            CONF.set_override(name, options[name], group=group)
+        else:
+            CONF.clear_override(name, group=group)
     setting = options.get("metrics_weight_setting") or {}
     CONF.set_override("weight_setting", ["%s=%s" % kv for kv in setting.items()], group="metrics")
+
+
+def defaults():
+    """Nova's own defaults, read from its CONF (no overrides): what our defaults are pinned against."""
+    for name, group in OPTION_GROUPS.items():
+        CONF.clear_override(name, group=group)
+    weighers = nova_weights.HostWeightHandler().get_matching_classes(CONF.filter_scheduler.weight_classes)
+    multipliers = {}
+    for cls in weighers:
+        weigher = cls()
+        multipliers[cls.__name__] = weigher.weight_multiplier(HostState("h", "h", "cell1"))
+    return {
+        "enabled_filters": list(CONF.filter_scheduler.enabled_filters),
+        "weighers": [cls.__name__ for cls in weighers],
+        "multipliers": multipliers,
+        "service_down_time": CONF.service_down_time,
+        "max_io_ops_per_host": CONF.filter_scheduler.max_io_ops_per_host,
+        "max_instances_per_host": CONF.filter_scheduler.max_instances_per_host,
+        "host_subset_size": CONF.filter_scheduler.host_subset_size,
+        "max_attempts": CONF.scheduler.max_attempts,
+        "default_availability_zone": CONF.default_availability_zone,
+    }
+
+
+def nova_default_classes():
+    """Filters and weighers as a default-configured Nova 34 runs them, from its CONF."""
+    # As HostManager: enabled_filters are names looked up among available_filters (all of Nova's).
+    available = {cls.__name__: cls for cls in
+                 nova_filters.HostFilterHandler().get_matching_classes(CONF.filter_scheduler.available_filters)}
+    filters = [FILTERS[name] for name in RESOURCE_FILTERS]
+    filters += [available[name] for name in CONF.filter_scheduler.enabled_filters]
+    weighers = nova_weights.HostWeightHandler().get_matching_classes(CONF.filter_scheduler.weight_classes)
+    return filters, weighers
 
 
 def schedule(job):
@@ -249,8 +290,13 @@ def schedule(job):
             nova_filters.HostFilterHandler().get_filtered_objects(filters, hs, spec_obj, index) or []),
         get_weighed_hosts=lambda hs, spec_obj: nova_weights.HostWeightHandler().get_weighed_objects(weighers, hs, spec_obj),
     ))
-    filters = [FILTERS[name]() for name in job["filters"]]
-    weighers = [WEIGHERS[name]() for name in job["weighers"]]
+    if job.get("defaults"):  # Nova's defaults from its CONF, not our names for them
+        filter_classes, weigher_classes = nova_default_classes()
+    else:
+        filter_classes = [FILTERS[name] for name in job["filters"]]
+        weigher_classes = [WEIGHERS[name] for name in job["weighers"]]
+    filters = [cls() for cls in filter_classes]
+    weighers = [cls() for cls in weigher_classes]
     options = job.get("options", {})
     random.seed(options.get("seed"))
     uuids = job["request"]["instance_uuids"]
@@ -265,7 +311,7 @@ def schedule(job):
         chosen.append(hosts[0])
         SchedulerManager._consume_selected_host(hosts[0], spec, instance_uuid=instance_uuid)
     alternates = []
-    num_alts = options.get("max_attempts", 3) - 1
+    num_alts = options.get("max_attempts", CONF.scheduler.max_attempts) - 1
     if error is None and num_alts > 0:  # SchedulerManager._get_alternate_hosts
         if len(uuids) > 1:
             hosts = SchedulerManager._get_sorted_hosts(manager, spec, hosts, len(uuids) - 1)
@@ -282,7 +328,8 @@ def main():
         if not line.strip():
             continue
         try:
-            answer = schedule(json.loads(line))
+            request = json.loads(line)
+            answer = defaults() if request.get("defaults_query") else schedule(request)
         except Exception as err:  # report, keep serving
             answer = {"exception": "%s: %s" % (type(err).__name__, err)}
         sys.stdout.write(json.dumps(answer) + "\n")

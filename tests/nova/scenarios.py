@@ -146,8 +146,11 @@ def ours(job, states=None):
     from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.request_spec import RequestSpec
 
     req = job["request"]
-    scheduler = Scheduler(filters=job["filters"], weighers=job["weighers"], weight_multipliers=job["multipliers"],
-                          **job["options"])
+    if job.get("defaults"):  # no filters, weighers or multipliers given: our defaults against Nova's
+        scheduler = Scheduler(**job["options"])
+    else:
+        scheduler = Scheduler(filters=job["filters"], weighers=job["weighers"], weight_multipliers=job["multipliers"],
+                              **job["options"])
     spec = RequestSpec(req["flavor"], image=req.get("image"), hints=req.get("hints"), count=len(req["instance_uuids"]),
                        instance_uuids=req["instance_uuids"], project_id=req.get("project_id") or "p",
                        availability_zone=req.get("availability_zone"))
@@ -158,8 +161,15 @@ def ours(job, states=None):
     except NoValidHost:
         return {"hosts": None, "alternates": [], "error": "NoValidHost"}, time.perf_counter() - start
     seconds = time.perf_counter() - start
-    alternates = [p["alternates"] for p in placements] if job["options"].get("max_attempts", 3) > 1 else []
+    alternates = [p["alternates"] for p in placements] if scheduler.config["max_attempts"] > 1 else []
     return {"hosts": [p["host"] for p in placements], "alternates": alternates, "error": None}, seconds
+
+
+def default_job(job):
+    """The same hosts and request with nothing configured: both sides use their own defaults."""
+    request = dict(job["request"])
+    request["hints"] = {k: v for k, v in request.get("hints", {}).items() if k == "group"}  # no hint filters
+    return {"hosts": job["hosts"], "request": request, "defaults": True, "options": {"seed": job["options"]["seed"]}}
 
 
 class NovaRunner:
@@ -169,6 +179,10 @@ class NovaRunner:
         env = dict(os.environ, PYTHONWARNINGS="ignore")
         self.proc = subprocess.Popen([NOVA_PYTHON, RUNNER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True, env=env)
+
+    def defaults(self):
+        """Nova's defaults from its CONF: enabled_filters, weighers with multipliers, scheduler options."""
+        return self.run({"defaults_query": True})
 
     def run(self, job):
         self.proc.stdin.write(json.dumps(job) + "\n")

@@ -59,7 +59,7 @@ FILTERS = {cls.name: cls for cls in (
     NUMATopologyFilter, JMESPathFilter,
 )}
 
-# The order is also the order in which weights are summed (it matters for float ties).
+# Registry order (documentation, explicit lists); DEFAULT_WEIGHERS below is the order Nova sums them in.
 WEIGHERS = {cls.name: cls for cls in (
     RAMWeigher, DiskWeigher, CPUWeigher, IoOpsWeigher, NumInstancesWeigher, HypervisorVersionWeigher,
     BuildFailureWeigher, ServerGroupSoftAffinityWeigher, ServerGroupSoftAntiAffinityWeigher, MetricsWeigher, PCIWeigher,
@@ -71,7 +71,14 @@ DEFAULT_FILTERS = (
     "ComputeFilter", "ComputeCapabilitiesFilter", "ImagePropertiesFilter",
     "ServerGroupAntiAffinityFilter", "ServerGroupAffinityFilter",
 )
-DEFAULT_WEIGHERS = tuple(WEIGHERS)
+# Nova 34's default weight_classes (all_weighers) in the order its loader returns them, which is the order
+# it sums the weights in: another order can flip a near-tie (0.1 + 0.2 + 0.3 != 0.3 + 0.2 + 0.1).
+# Not here: ImagePropertiesWeigher (multiplier 0.0 by default) and CrossCellWeigher (moves only).
+DEFAULT_WEIGHERS = (
+    "NumInstancesWeigher", "MetricsWeigher", "CPUWeigher", "BuildFailureWeigher", "ServerGroupSoftAffinityWeigher",
+    "ServerGroupSoftAntiAffinityWeigher", "RAMWeigher", "DiskWeigher", "PCIWeigher", "IoOpsWeigher",
+    "HypervisorVersionWeigher",
+)
 
 # Filters whose hint would otherwise be ignored silently: enabled when their hint or option is given.
 HINT_FILTERS = {"same_host": "SameHostFilter", "different_host": "DifferentHostFilter", "query": "JMESPathFilter"}
