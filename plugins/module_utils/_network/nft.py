@@ -69,6 +69,47 @@ def _element(net):
     return str(net.network_address) if net.prefixlen == net.max_prefixlen else str(net)
 
 
+def _longest_prefix_segments(owned):
+    """Non-overlapping ``(first, last, owners)`` address ranges from ``{network: owners}``, where each
+    address belongs to the owners of the longest prefix that holds it - a port's fixed IP inside
+    another port's allowed address pair stays that port's. CIDRs only nest or are disjoint, so one
+    sorted pass with a stack of the enclosing prefixes does it; adjacent ranges with the same owners
+    are merged. (An interval map may not hold overlapping elements: nft refuses them.)"""
+    segments = []
+
+    def emit(first, last, owners):
+        if segments and segments[-1][2] == owners and segments[-1][1] + 1 == first:
+            segments[-1] = (segments[-1][0], last, owners)
+        else:
+            segments.append((first, last, owners))
+
+    stack = []  # [last address, owners, next address of it not yet emitted]
+
+    def close(before):
+        while stack and stack[-1][0] < before:
+            last, owners, cursor = stack.pop()
+            if cursor <= last:
+                emit(cursor, last, owners)
+            if stack:
+                stack[-1][2] = last + 1
+
+    for net in sorted(owned, key=lambda n: (int(n.network_address), n.prefixlen)):
+        first, last = int(net.network_address), int(net.broadcast_address)
+        close(first)
+        if stack and stack[-1][2] < first:
+            emit(stack[-1][2], first - 1, stack[-1][1])
+        stack.append([last, owned[net], first])
+    close(float("inf"))
+    return segments
+
+
+def _range_element(first, last, version):
+    """One interval map key: an address, a CIDR when the range is one, else ``first-last``."""
+    make = ipaddress.IPv4Address if version == 4 else ipaddress.IPv6Address
+    nets = list(ipaddress.summarize_address_range(make(first), make(last)))
+    return _element(nets[0]) if len(nets) == 1 else "%s-%s" % (make(first), make(last))
+
+
 def _rule_match(rule, group_sets):
     """The nft match for one security-group rule (without verdict)."""
     fam = FAMILY_OF[rule.ethertype]
@@ -183,7 +224,10 @@ def _bridge_table(request, ports):
 
 def _inet_table(request, ports):
     """Stateful security groups. Ports with the same groups share one chain per direction
-    (``egress-<n>``/``ingress-<n>``); maps from a port's MAC (or address) pick the chain."""
+    (``egress-<n>``/``ingress-<n>``); maps from a port's MAC (or address) pick the chain. Each chain
+    returns when its groups allow the packet and drops otherwise; the base chains accept what comes
+    back. A MAC or address two ports with different groups may both use (allowed address pairs)
+    jumps to ``<direction>-<n>-<m>``, which runs both: only what all of them allow passes."""
     used, sets = _group_sets(request, ports)
     lines = ["table inet %s {" % table_name(request.instance_uuid)]
     for set_name, addr_type, elements in sets.values():
@@ -192,14 +236,34 @@ def _inet_table(request, ports):
     for p in ports:
         combos.setdefault(tuple(p.security_groups), len(combos))
     chain = {p.id: combos[tuple(p.security_groups)] for p in ports}
+    shared = set()  # (direction, chain indices) of the tie chains needed
+
+    def target(direction, indices):
+        indices = tuple(sorted(indices))
+        if len(indices) > 1:
+            shared.add((direction, indices))
+        return "jump %s-%s" % (direction, "-".join(str(i) for i in indices))
+
+    by_mac = {}
+    for p in ports:
+        for mac in p.macs():
+            by_mac.setdefault(mac, set()).add(chain[p.id])
     for direction in ("egress", "ingress"):
-        targets = ["%s : jump %s-%d" % (m, direction, chain[p.id]) for p in ports for m in p.macs()]
+        targets = ["%s : %s" % (mac, target(direction, by_mac[mac])) for mac in sorted(by_mac)]
         _named(lines, "map", direction, "ether_addr : verdict", targets)
     for version, addr_type in ((4, "ipv4_addr"), (6, "ipv6_addr")):
-        # Host to guest: no link-layer header yet, so the guest is found by its addresses.
-        targets = ["%s : jump ingress-%d" % (_element(n), chain[p.id]) for p in ports for n in _networks(p, version)]
+        # Host to guest: no link-layer header yet, so the guest is found by its addresses (the
+        # longest prefix holding the address decides, as routing would).
+        owned = {}
+        for p in ports:
+            for net in _networks(p, version):
+                owned.setdefault(net, set()).add(chain[p.id])
+        owned = {net: frozenset(indices) for net, indices in owned.items()}
+        targets = ["%s : %s" % (_range_element(first, last, version), target("ingress", owners))
+                   for first, last, owners in _longest_prefix_segments(owned)]
         _named(lines, "map", "ingress%d" % version, "%s : verdict" % addr_type, targets, interval=True)
     lines += [
+        # The vmaps are the last rules of their base chains: a chain that returns means accept.
         "  chain forward {",
         "    type filter hook forward priority 0; policy accept;",
         "    ether saddr vmap @egress",
@@ -231,14 +295,18 @@ def _inet_table(request, ports):
             "    drop",
             "  }",
             "  chain ingress-%d {" % index,
-            "    meta l4proto ipv6-icmp icmpv6 type %s accept" % ND_TYPES,
-            "    ct state established,related accept",
+            "    meta l4proto ipv6-icmp icmpv6 type %s return" % ND_TYPES,
+            "    ct state established,related return",
             "    ct state invalid drop",
-            "    meta nfproto ipv4 udp sport 67 udp dport 68 accept",
-            "    meta nfproto ipv6 udp sport 547 udp dport 546 accept",
+            "    meta nfproto ipv4 udp sport 67 udp dport 68 return",
+            "    meta nfproto ipv6 udp sport 547 udp dport 546 return",
         ]
-        lines += ["    %s accept" % _rule_match(r, used) for r in rules if r.direction == "ingress"]
+        lines += ["    %s return" % _rule_match(r, used) for r in rules if r.direction == "ingress"]
         lines += ["    drop", "  }"]
+    for direction, indices in sorted(shared):
+        lines.append("  chain %s-%s {" % (direction, "-".join(str(i) for i in indices)))
+        lines += ["    jump %s-%d" % (direction, i) for i in indices]
+        lines.append("  }")
     lines.append("}")
     return lines
 

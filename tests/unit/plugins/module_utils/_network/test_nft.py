@@ -3,11 +3,15 @@ One test loads the generated ruleset into the real kernel with ``nft -c`` (check
 
 from __future__ import annotations
 
+import ipaddress
+import itertools
 import os
 import shutil
 import subprocess
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandResult
@@ -41,9 +45,9 @@ def request(**port):
 
 def test_rules_from_security_groups():
     body = nft.ruleset_body(request())
-    assert "meta nfproto ipv4 ip saddr 192.0.2.0/24 meta l4proto tcp th dport 80-90 accept" in body
-    assert "meta nfproto ipv4 ip saddr @rg0-ip meta l4proto icmp icmp type 8 icmp code 0 accept" in body
-    assert "meta nfproto ipv6 meta l4proto udp th dport 53 accept" in body
+    assert "meta nfproto ipv4 ip saddr 192.0.2.0/24 meta l4proto tcp th dport 80-90 return" in body
+    assert "meta nfproto ipv4 ip saddr @rg0-ip meta l4proto icmp icmp type 8 icmp code 0 return" in body
+    assert "meta nfproto ipv6 meta l4proto udp th dport 53 return" in body
     assert "meta nfproto ipv4 meta l4proto 132 return" in body
     # the remote group set: members and this port, collapsed so intervals never overlap
     assert "elements = { 10.0.0.0/30, 10.0.0.5, 10.0.0.9 }" in body
@@ -53,7 +57,7 @@ def test_default_deny_and_stateful():
     lines = nft.ruleset_body(request()).splitlines()
     ingress = lines[lines.index("  chain ingress-0 {") :]
     assert ingress[ingress.index("  }") - 1].strip() == "drop"
-    assert "    ct state established,related accept" in ingress
+    assert "    ct state established,related return" in ingress
     assert "    ct state invalid drop" in ingress
 
 
@@ -170,5 +174,99 @@ def test_refused_ruleset_is_a_network_error():
 def test_generated_ruleset_passes_the_kernels_check():
     req = request(allowed_address_pairs=[{"ip_address": "10.0.0.64/26"}, {"ip_address": "2001:db8::/64"}])
     script = nft.replace_script(INSTANCE, nft.ruleset_body(req))
+    proc = subprocess.run(["nft", "-c", "-f", "-"], input=script.encode(), capture_output=True, check=False)
+    assert proc.returncode == 0, proc.stderr.decode()
+
+
+# ---------------------------------------------------------------------------------------------
+# Overlapping addresses of different ports (allowed address pairs): longest prefix wins, ties run both.
+
+PORT2 = "bbbbbbbb-0000-0000-0000-000000000002"
+TWO_GROUPS = [{"name": "a", "rules": [{"direction": "ingress"}]}, {"name": "b", "rules": [{"direction": "egress"}]}]
+
+
+def two_ports(pairs1, pairs2=(), groups=("a", "b")):
+    ports = [
+        {"id": PORT, "network": "private", "fixed_ips": ["10.0.0.5"], "security_groups": [groups[0]],
+         "allowed_address_pairs": list(pairs1)},
+        {"id": PORT2, "network": "private", "fixed_ips": ["10.0.0.6"], "security_groups": [groups[1]],
+         "allowed_address_pairs": list(pairs2)},
+    ]
+    return parse_request(INSTANCE, ports, [NET], TWO_GROUPS)
+
+
+def map_elements(body, name):
+    lines = body.splitlines()
+    start = lines.index("  map %s {" % name)
+    return lines[start + 2].strip()
+
+
+def test_a_fixed_ip_inside_another_ports_pair_stays_that_ports():
+    body = nft.ruleset_body(two_ports([{"ip_address": "10.0.0.0/24"}]))
+    assert map_elements(body, "ingress4") == (
+        "elements = { 10.0.0.0-10.0.0.5 : jump ingress-0, 10.0.0.6 : jump ingress-1, 10.0.0.7-10.0.0.255 : jump ingress-0 }"
+    )
+
+
+def test_an_address_both_ports_may_use_needs_both_ports_groups():
+    vip = {"ip_address": "10.0.0.100/32", "mac_address": "fa:16:3e:00:00:64"}
+    body = nft.ruleset_body(two_ports([vip], [vip]))
+    assert "10.0.0.100 : jump ingress-0-1" in map_elements(body, "ingress4")
+    assert "fa:16:3e:00:00:64 : jump egress-0-1" in map_elements(body, "egress")
+    assert "fa:16:3e:00:00:64 : jump ingress-0-1" in map_elements(body, "ingress")
+    lines = body.splitlines()
+    tie = lines.index("  chain ingress-0-1 {")
+    assert lines[tie + 1 : tie + 4] == ["    jump ingress-0", "    jump ingress-1", "  }"]
+    assert "  chain egress-0-1 {" in lines
+    # the same groups: no tie chain, one target
+    same = nft.ruleset_body(two_ports([vip], [vip], groups=("a", "a")))
+    assert "chain ingress-0-1" not in same and "chain egress-0-1" not in same
+    assert map_elements(same, "ingress4") == "elements = { 10.0.0.5-10.0.0.6 : jump ingress-0, 10.0.0.100 : jump ingress-0 }"
+
+
+def test_allowed_chains_return_and_the_base_chains_accept():
+    lines = nft.ruleset_body(request()).splitlines()
+    for base in ("forward", "output"):
+        chain = lines[lines.index("  chain %s {" % base) :]
+        assert chain[1].endswith("policy accept;") and "vmap" in chain[chain.index("  }") - 1]
+    ingress = lines[lines.index("  chain ingress-0 {") :]
+    ingress = ingress[: ingress.index("  }")]
+    assert not any(line.endswith(" accept") for line in ingress), "accept would skip a tie chain's second port"
+
+
+@st.composite
+def owned_prefixes(draw):
+    nets = draw(st.lists(st.tuples(st.integers(0, 255), st.integers(24, 32), st.integers(0, 2)), min_size=1, max_size=12))
+    owned = {}
+    for host, prefix, owner in nets:
+        net = ipaddress.ip_network("10.0.0.%d/%d" % (host, prefix), strict=False)
+        owned.setdefault(net, set()).add(owner)
+    return {net: frozenset(owners) for net, owners in owned.items()}
+
+
+@given(owned_prefixes())
+@settings(max_examples=200, deadline=None)
+def test_segments_are_the_longest_prefix_match(owned):
+    segments = nft._longest_prefix_segments(owned)
+    assert all(a[1] < b[0] for a, b in itertools.pairwise(segments)), "sorted, not overlapping"
+    assert all(a[1] + 1 < b[0] or a[2] != b[2] for a, b in itertools.pairwise(segments)), "adjacent equals merged"
+    for address in range(int(ipaddress.ip_address("10.0.0.0")), int(ipaddress.ip_address("10.0.1.0"))):
+        holding = [net for net in owned if int(net.network_address) <= address <= int(net.broadcast_address)]
+        found = [seg[2] for seg in segments if seg[0] <= address <= seg[1]]
+        if not holding:
+            assert found == []
+        else:
+            assert found == [owned[max(holding, key=lambda n: n.prefixlen)]]
+
+
+@pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nft -c needs root and nft")
+@pytest.mark.parametrize("pairs1, pairs2", [
+    ([{"ip_address": "10.0.0.0/24"}], []),
+    ([{"ip_address": "10.0.0.0/25"}, {"ip_address": "10.0.0.4/30"}], [{"ip_address": "10.0.0.0/28"}]),
+    ([{"ip_address": "10.0.0.100/32", "mac_address": "fa:16:3e:00:00:64"}],
+     [{"ip_address": "10.0.0.100/32", "mac_address": "fa:16:3e:00:00:64"}, {"ip_address": "2001:db8::/64"}]),
+])
+def test_overlapping_pairs_pass_the_kernels_check(pairs1, pairs2):
+    script = nft.replace_script(INSTANCE, nft.ruleset_body(two_ports(pairs1, pairs2)))
     proc = subprocess.run(["nft", "-c", "-f", "-"], input=script.encode(), capture_output=True, check=False)
     assert proc.returncode == 0, proc.stderr.decode()
