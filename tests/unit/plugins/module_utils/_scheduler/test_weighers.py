@@ -35,6 +35,25 @@ def test_raw_weights(name, fields, raw):
     assert w.raw_weights([host(**fields)], s) == [raw]
 
 
+def test_soft_anti_affinity_raw_weight_is_minus_one_per_member_on_the_host():
+    # Nova's ServerGroupSoftAntiAffinityWeigher: -1 * len(host instances & group members); multiplier +1.0.
+    other, stranger = "50000000-0000-4000-8000-000000000000", "60000000-0000-4000-8000-000000000000"
+    s = spec(hints={"group": {"policy": "soft-anti-affinity", "members": [MEMBER, other]}})
+    w = WEIGHERS["ServerGroupSoftAntiAffinityWeigher"]({})
+    assert w.raw_weight(host(instances=[MEMBER, other, stranger]), s) == -2
+    assert w.raw_weight(host(instances=[MEMBER, stranger]), s) == -1
+    assert w.raw_weight(host(instances=[stranger]), s) == 0
+    assert w.weight_multiplier(host()) == 1.0
+    soft_affinity = spec(hints={"group": {"policy": "soft-affinity", "members": [MEMBER]}})
+    assert w.raw_weight(host(instances=[MEMBER]), soft_affinity) == 0  # another policy: no effect
+    # Normalised from the minimum (-2) to the maximum (0): fewer members, more weight.
+    hosts = [host(0, instances=[MEMBER, other]), host(1, instances=[other]), host(2)]
+    scheduler = Scheduler(weighers=["ServerGroupSoftAntiAffinityWeigher"], max_attempts=3)
+    result = scheduler.schedule(hosts, s, explain=True)[0]
+    assert result["host"] == "h2" and result["alternates"] == ["h1", "h0"]
+    assert [(x["host"], x["weight"]) for x in result["explain"]["weighed"]] == [("h2", 1.0), ("h1", 0.5), ("h0", 0.0)]
+
+
 def test_default_multipliers_are_novas():
     defaults = {name: cls({}).multiplier for name, cls in WEIGHERS.items()}
     assert defaults["IoOpsWeigher"] == -1.0 and defaults["NumInstancesWeigher"] == 0.0
