@@ -34,6 +34,9 @@ WEB = {
     "members": ["10.77.0.10", "10.77.0.11", "10.77.0.20", "10.77.0.21", "10.77.0.50"],
 }
 OTHER = {"name": "other", "rules": [{"direction": "egress"}]}
+# ICMP from anywhere: a spoofed source passes the group, so only anti-spoofing can drop it.
+OPEN = {"name": "open", "rules": [{"direction": "ingress", "protocol": "icmp", "remote_ip_prefix": "0.0.0.0/0"},
+                                  {"direction": "egress"}]}
 
 
 def sh(*argv, check=True):
@@ -84,6 +87,15 @@ class Lab:
     def ruleset(self):
         return sh("ip", "netns", "exec", self.host, "nft", "list", "ruleset").stdout
 
+    def echo_requests(self, guest):
+        """ICMP echo requests the guest's kernel received (Icmp InEchos of its /proc/net/snmp)."""
+        lines = [line.split() for line in sh("ip", "netns", "exec", guest, "cat", "/proc/net/snmp").stdout.splitlines()
+                 if line.startswith("Icmp:")]
+        return int(dict(zip(lines[0], lines[1], strict=True))["InEchos"])
+
+    def neighbour(self, guest, ip):
+        return sh("ip", "-n", guest, "neigh", "show", ip, "dev", "eth0").stdout.split()
+
 
 @pytest.fixture
 def netlab(tmp_path):
@@ -129,22 +141,50 @@ def test_security_group_allows_group_members_and_drops_others(netlab):
 
 
 def test_spoofed_ip_or_mac_gets_nothing_through(netlab):
-    _unused1, _unused2, a = server(netlab, "a", "10.77.0.20", ["web"], pairs=[{"ip_address": "10.77.0.50/32"}])
-    server(netlab, "b", "10.77.0.21", ["web"])
+    sgs = (WEB, OTHER, OPEN)
+    _unused1, _unused2, a = server(netlab, "a", "10.77.0.20", ["web"], pairs=[{"ip_address": "10.77.0.50/32"}], sgs=sgs)
+    _unused, b_result, b = server(netlab, "b", "10.77.0.21", ["open"], sgs=sgs)
+    b_mac = b_result["domain_interfaces"][0]["mac"]
     assert netlab.ping(a, "10.77.0.21")
 
-    sh("ip", "-n", a, "addr", "flush", "dev", "eth0")
-    sh("ip", "-n", a, "addr", "add", "10.77.0.99/24", "dev", "eth0")
-    assert not netlab.ping(a, "10.77.0.21"), "a source IP that is not the port's is dropped"
+    def ping_from(ip, mac=None):
+        """(ping answered, echo requests B received) with A sending from ``ip`` (and ``mac``). A knows
+        B's MAC statically, so no ARP is needed: only the IP/MAC binding can stop the request."""
+        sh("ip", "-n", a, "addr", "flush", "dev", "eth0")
+        sh("ip", "-n", a, "addr", "add", "%s/24" % ip, "dev", "eth0")
+        if mac:
+            sh("ip", "-n", a, "link", "set", "eth0", "address", mac)
+        sh("ip", "-n", a, "neigh", "replace", "10.77.0.21", "lladdr", b_mac, "dev", "eth0", "nud", "permanent")
+        before = netlab.echo_requests(b)
+        answered = netlab.ping(a, "10.77.0.21")
+        return answered, netlab.echo_requests(b) - before
 
-    sh("ip", "-n", a, "addr", "flush", "dev", "eth0")
-    sh("ip", "-n", a, "addr", "add", "10.77.0.50/24", "dev", "eth0")
-    assert netlab.ping(a, "10.77.0.21"), "an allowed address pair may be used"
+    assert ping_from("10.77.0.99") == (False, 0), "a source IP that is not the port's never reaches B"
+    assert ping_from("10.77.0.50") == (True, 1), "an allowed address pair may be used"
+    assert ping_from("10.77.0.20", mac="fa:16:3e:de:ad:01") == (False, 0), "a changed MAC never reaches B"
 
-    sh("ip", "-n", a, "addr", "flush", "dev", "eth0")
-    sh("ip", "-n", a, "addr", "add", "10.77.0.20/24", "dev", "eth0")
-    sh("ip", "-n", a, "link", "set", "eth0", "address", "fa:16:3e:de:ad:01")
-    assert not netlab.ping(a, "10.77.0.21"), "a changed MAC is dropped"
+
+def test_arp_for_a_foreign_ip_is_dropped(netlab):
+    if sh("busybox", "arping", check=False).stderr.find("Usage: arping") < 0:
+        unavailable("busybox has no arping")
+    _unused1, a_result, a = server(netlab, "a", "10.77.0.20", ["web"])
+    _unused2, _unused3, b = server(netlab, "b", "10.77.0.21", ["web"])
+    a_mac = a_result["domain_interfaces"][0]["mac"]
+    # B holds stale entries for A's address and for a foreign one (10.77.0.23, nobody's port);
+    # a gratuitous ARP reply ("<ip> is at <A's MAC>") would update either.
+    for ip in ("10.77.0.20", "10.77.0.23"):
+        sh("ip", "-n", b, "neigh", "replace", ip, "lladdr", "02:00:00:00:00:01", "dev", "eth0", "nud", "stale")
+
+    sh("ip", "-n", a, "addr", "add", "10.77.0.23/24", "dev", "eth0")  # arping sends only from a local address
+
+    def claim(ip):
+        sent = sh("ip", "netns", "exec", a, "busybox", "arping", "-A", "-c", "1", "-w", "1", "-I", "eth0", "-s", ip, ip,
+                  check=False)
+        assert "Cannot assign" not in sent.stderr, sent.stderr
+        return a_mac in netlab.neighbour(b, ip)
+
+    assert claim("10.77.0.20"), "A may answer for its own address"
+    assert not claim("10.77.0.23"), "an ARP reply for an address that is not A's is dropped"
 
 
 def test_second_run_changes_nothing_and_absent_restores_the_host(netlab):

@@ -75,6 +75,33 @@ def test_anti_spoofing_binds_tap_mac_and_ips():
     assert "ether saddr @macs iifname . ether saddr != @port_macs drop" in body
 
 
+def chain_lines(body, name):
+    lines = body.splitlines()
+    start = lines.index("  chain %s {" % name)
+    return lines[start : lines.index("  }", start)]
+
+
+def test_dhcp_client_allowed_and_dhcp_server_replies_from_the_guest_dropped():
+    body = nft.ruleset_body(request())
+    port = chain_lines(body, "port")  # frames from the guest, first match wins
+    server4 = port.index("    ether type ip udp sport 67 drop")
+    discover = port.index("    ether type ip ip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 accept")
+    bound = port.index("    ether type ip iifname . ether saddr . ip saddr != @addr4 drop")
+    assert server4 < discover < bound, "a server reply is dropped before anything accepts it; a discover needs no address yet"
+    bound6 = port.index("    ether type ip6 iifname . ether saddr . ip6 saddr != @addr6 drop")
+    assert port.index("    ether type ip6 udp sport 547 drop") < bound6
+    assert port.index("    ether type ip6 icmpv6 type nd-router-advert drop") < port.index("    ether type ip6 accept")
+    # Renewals (from the bound address) pass the stateful side without any group rule, both ways.
+    egress = chain_lines(body, "egress-0")
+    assert egress.index("    meta nfproto ipv4 udp sport 68 udp dport 67 return") < egress.index("    drop")
+    assert "    meta nfproto ipv6 udp sport 546 udp dport 547 return" in egress
+    ingress = chain_lines(body, "ingress-0")
+    assert ingress.index("    meta nfproto ipv4 udp sport 67 udp dport 68 return") < ingress.index("    drop")
+    guard = chain_lines(body, "guard")  # frames to the guest: broadcast only for the DHCP server's reply
+    assert guard.index("    ether type ip ip daddr { 255.255.255.255, 224.0.0.0/4 } udp sport 67 udp dport 68 accept") < \
+        guard.index("    ether type ip ip daddr { 255.255.255.255, 224.0.0.0/4 } drop")
+
+
 def test_rules_do_not_grow_with_ports():
     """A port costs set elements, not rules: the 1,000-port ruleset has as many rules as 1."""
 
