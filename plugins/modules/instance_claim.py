@@ -114,6 +114,13 @@ resources:
       C(used) by other claims, C(limit), C(free) and C(fits). Also returned when the claim is refused.
   returned: state=present
   type: dict
+created:
+  description:
+    - True when this run made the first claim for the server on this host (the server is new here; in check mode, when
+      it would). False when the claim was already there, unchanged or changed to another flavor (a resize), so a
+      rollback of this run releases the claim only when this is true.
+  returned: state=present
+  type: bool
 reschedule:
   description: True when the claim was refused for lack of resources (try another host).
   returned: always

@@ -70,6 +70,14 @@ options:
   ephemeral_format:
     description: File system for C(disk.local), for example V(ext4). Blank disk when not given or when its mkfs is missing.
     type: str
+  files:
+    description:
+      - With O(state=absent), remove only these files (V(disk), V(disk.local), V(disk.swap), V(disk.config)), and only
+        those this module created. This is the rollback of one run, given the RV(created) list it returned; older
+        files stay. An empty list removes nothing.
+      - When not given, O(state=absent) removes every file this module created (server delete).
+    type: list
+    elements: str
 notes:
   - Supports check mode and diff mode (the list of files before and after).
 attributes:
@@ -99,6 +107,12 @@ EXAMPLES = r"""
   nimbus.compute.instance_disks:
     instance_uuid: "{{ server_uuid }}"
     state: absent
+
+- name: Roll back one run - remove only the files it created
+  nimbus.compute.instance_disks:
+    instance_uuid: "{{ server_uuid }}"
+    state: absent
+    files: "{{ disks.created }}"
 """
 
 RETURN = r"""
@@ -128,7 +142,13 @@ domain_disks:
   sample:
     - {name: disk, path: /var/lib/nimbus/instances/6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b/disk, format: qcow2, device: disk}
 created:
-  description: Names of the files created (or rebuilt) by this run.
+  description:
+    - Names of the files this run created (new files only). A rollback of this run removes these with O(files).
+  returned: state=present
+  type: list
+  elements: str
+rebuilt:
+  description: Names of the existing files this run rebuilt (a config drive whose content changed).
   returned: state=present
   type: list
   elements: str
@@ -166,6 +186,7 @@ ARGUMENT_SPEC = spec(
     user_data=dict(type="str"),
     network_data=dict(type="dict"),
     ephemeral_format=dict(type="str"),
+    files=dict(type="list", elements="str"),
 )
 
 
@@ -175,7 +196,7 @@ def main():
     p = module.params
     try:
         if p["state"] == "absent":
-            result = disks.remove(p["instance_uuid"], p["instances_path"], check_mode=module.check_mode)
+            result = disks.remove(p["instance_uuid"], p["instances_path"], check_mode=module.check_mode, files=p["files"])
         else:
             result = disks.ensure(
                 p["instance_uuid"], p["instances_path"], p["flavor"], p["base_path"],

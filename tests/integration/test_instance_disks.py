@@ -166,7 +166,7 @@ def test_second_run_unchanged_and_config_change_rebuilds_only_the_drive(host, tm
     assert changed["changed"] is True and "disk.config (rebuilt)" in changed["diff"]["after"]
     assert host.snapshot() == before, "check mode changes nothing"
     rebuilt = host.ensure(user_data="two")
-    assert rebuilt["created"] == ["disk.config"]
+    assert rebuilt["created"] == [] and rebuilt["rebuilt"] == ["disk.config"], "a rebuilt drive is not a new file"
     assert iso_read(os.path.join(host.dir, "disk.config"), "/openstack/latest/user_data", tmp_path) == b"two"
     assert hashlib.sha256(open(os.path.join(host.dir, "disk"), "rb").read()).hexdigest() == before[
         os.path.join(host.dir, "disk")]

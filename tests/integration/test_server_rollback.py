@@ -6,6 +6,7 @@ with the fault gone builds the server."""
 from __future__ import annotations
 
 import os
+import re
 import stat
 import subprocess
 
@@ -37,14 +38,26 @@ def nothing_left(uuid):
     assert not os.path.exists(os.path.join(INSTANCES, "locks", uuid + ".lock"))
 
 
-@pytest.fixture
-def broken_qemu_img(tmp_path):
+def failed_step(proc, uuid):
+    """The step the role's final failure names ("server <uuid>: <step> failed: ...")."""
+    found = re.search(r"server %s: (\S+) failed: " % re.escape(uuid), proc.stdout)
+    assert found, proc.stdout[-3000:]
+    return found.group(1)
+
+
+def broken_tool(tmp_path, name):
+    """An environment whose PATH finds a failing ``name`` first."""
     fake = tmp_path / "bin"
-    fake.mkdir()
-    script = fake / "qemu-img"
-    script.write_text("#!/bin/sh\necho 'qemu-img: injected fault' >&2\nexit 1\n")
+    fake.mkdir(exist_ok=True)
+    script = fake / name
+    script.write_text("#!/bin/sh\necho '%s: injected fault' >&2\nexit 1\n" % name)
     script.chmod(script.stat().st_mode | stat.S_IEXEC)
     return {"PATH": "%s:%s" % (fake, os.environ["PATH"])}
+
+
+@pytest.fixture
+def broken_qemu_img(tmp_path):
+    return broken_tool(tmp_path, "qemu-img")
 
 
 @pytest.mark.parametrize("fault", ["qemu-img", "libvirt", "read-only"])
@@ -82,4 +95,39 @@ def test_failed_step_rolls_back_and_rerun_builds(fault, guest_images, broken_qem
     assert again.returncode == 0, again.stdout[-3000:]
     assert virsh("domstate", paths.domain_name(uuid)).stdout.strip() == "shut off"
     assert delete(tmp_path, uuid).returncode == 0
+    nothing_left(uuid)
+
+
+def server_state(uuid):
+    """What must survive a failed re-run: the domain's definition, the instance dir's files, the root disk."""
+    inst = paths.instance_dir(INSTANCES, uuid)
+    disk = os.stat(os.path.join(inst, "disk"))
+    return {"domain": virsh("dumpxml", "--inactive", paths.domain_name(uuid)).stdout,
+            "files": sorted(os.listdir(inst)), "disk": (disk.st_ino, disk.st_size, disk.st_mtime_ns)}
+
+
+def test_failed_rerun_leaves_the_older_server_untouched(guest_images, tmp_path):
+    """A re-run is not this server's creation: its rescue removes only what the re-run made. A resize the
+    disks refuse (the claim changed, so its changed=true once meant "all of it is ours") and a re-run that
+    rebuilt disk.config before a later step failed both used to destroy the domain and delete the disks."""
+    uuid = "5b0c1e1e-0000-4000-8000-0000000000b1"
+    os.makedirs(INSTANCES, exist_ok=True)
+    built = run_role(tmp_path, "server", server_vars(guest_images, uuid, server_state="defined"))
+    assert built.returncode == 0, built.stdout[-3000:]
+    try:
+        before = server_state(uuid)
+        resized = run_role(tmp_path, "server", server_vars(guest_images, uuid, server_state="defined",
+                                                           server_flavor=dict(FLAVOR, root_gb=2)))
+        assert resized.returncode != 0 and failed_step(resized, uuid) == "instance_disks"
+        assert "will not be overwritten" in resized.stdout and "Traceback" not in resized.stdout
+        assert server_state(uuid) == before, "the resize's rollback touched the older server"
+
+        # disk.config is rebuilt (new metadata), then domain_xml fails: only this run's work may go.
+        rebuilt = run_role(tmp_path, "server", server_vars(guest_images, uuid, server_state="defined",
+                                                           server_meta_data={"meta": {"role": "rerun"}}),
+                           extra_env=broken_tool(tmp_path, "virt-xml-validate"))
+        assert rebuilt.returncode != 0 and failed_step(rebuilt, uuid) == "domain_xml", rebuilt.stdout[-3000:]
+        assert server_state(uuid) == before, "the rollback removed older disks or the domain"
+    finally:
+        assert delete(tmp_path, uuid).returncode == 0
     nothing_left(uuid)

@@ -176,8 +176,12 @@ def _decide(instance_uuid, inst_dir, instances_path, *, request, record, host, r
     others = host_claims(instances_path, exclude=instance_uuid)
     used = {res: sum(int(c.get(res, 0)) for c in others.values()) for res in RESOURCES}
     report = check(request, host, used, ratios, reserved)
-    result = {"changed": False, "instance_dir": inst_dir, "claim": record, "resources": report, "reschedule": False}
-    current = Journal(inst_dir).step(STEP).get("claim") if os.path.isdir(inst_dir) else None
+    # created: no claim for this server existed on this host, so the server is new here and a rollback of
+    # this run may release the claim. A changed claim (another flavor: a resize) is not created: the server
+    # is older than this run, and its rollback must not touch it.
+    result = {"changed": False, "created": False, "instance_dir": inst_dir, "claim": record, "resources": report,
+              "reschedule": False}
+    current = Journal(inst_dir, step=STEP).step(STEP).get("claim") if os.path.isdir(inst_dir) else None
     refused = [res for res in RESOURCES if not report[res]["fits"]]
     if current == record:
         return result  # the same server claimed the same flavor before: already counted
@@ -186,6 +190,7 @@ def _decide(instance_uuid, inst_dir, instances_path, *, request, record, host, r
                            for res in refused)
         raise ClaimRefused("host cannot claim %s for instance %s (%s)" % ("/".join(refused), instance_uuid, detail), report)
     result["changed"] = True
+    result["created"] = not current
     if owner is None:
         return result  # check mode
     created = layout.ensure_instance_dir(inst_dir, owner)

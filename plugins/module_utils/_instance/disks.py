@@ -244,13 +244,15 @@ def ensure(instance_uuid, instances_path, flavor, base_path, *, config_drive_ena
     digest = config_drive.digest(content) if content is not None else None
     warnings = []
     if check_mode:
-        todo = _todo(disks, Journal(inst_dir))
+        todo = _todo(disks, Journal(inst_dir, step=STEP))
+        rebuilt = [d.name for d in todo if os.path.lexists(d.path)]
         diff = _diff(inst_dir, disks, todo)
     else:
         owner = owner or qemu_owner()
         with layout.instance_lock(instances_path, instance_uuid, STEP):
-            journal = Journal(inst_dir)
+            journal = Journal(inst_dir, step=STEP)
             todo = _todo(disks, journal)
+            rebuilt = [d.name for d in todo if os.path.lexists(d.path)]
             diff = _diff(inst_dir, disks, todo)
             if todo:
                 dir_created = layout.ensure_instance_dir(inst_dir, owner)
@@ -262,34 +264,61 @@ def ensure(instance_uuid, instances_path, flavor, base_path, *, config_drive_ena
         "changed": bool(todo),
         "instance_dir": inst_dir,
         "domain_disks": [d.contract() for d in disks],
-        "created": [d.name for d in todo],
+        # created: new files, which a rollback of this run may remove; rebuilt: files an earlier run made and this
+        # one replaced (a changed config drive), which are not this run's to remove.
+        "created": [d.name for d in todo if d.name not in rebuilt],
+        "rebuilt": rebuilt,
         "diff": diff,
         "warnings": warnings,
     }
 
 
-def remove(instance_uuid, instances_path, check_mode=False):
-    """Remove exactly the files the journal says this step created, then the dir if unused."""
+DISK_NAMES = ("disk", "disk.local", "disk.swap", "disk.config")
+
+
+def _validate_names(names):
+    if not isinstance(names, (list, tuple)) or not all(isinstance(n, str) for n in names):
+        raise ValidationError("files must be a list of disk names (%s)" % ", ".join(DISK_NAMES), step=STEP)
+    unknown = sorted(set(names) - set(DISK_NAMES))
+    if unknown:
+        raise ValidationError("unknown disk names %s in files (known: %s)" % (unknown, ", ".join(DISK_NAMES)), step=STEP)
+    return list(names)
+
+
+def remove(instance_uuid, instances_path, check_mode=False, files=None):
+    """Remove exactly the files the journal says this step created, then the dir if unused.
+
+    ``files`` (names such as ``disk.config``) narrows that to those files, for the rollback of one run: a
+    re-run that only added or rebuilt ``disk.config`` must not take the older ``disk`` with it. Only files the
+    journal lists are removed even then; the step stays in the journal while it still lists others."""
     instance_uuid, inst_dir = layout.resolve_instance_dir(instances_path, instance_uuid, STEP)
+    only = None if files is None else _validate_names(files)
     result = {"changed": False, "instance_dir": inst_dir, "removed": [], "kept_because": []}
-    if not os.path.isdir(inst_dir):
+    if not os.path.isdir(inst_dir) or only == []:
         return result
     lock = layout.instance_lock(instances_path, instance_uuid, STEP) if not check_mode else None
     if lock:
         lock.acquire()
     try:
-        journal = Journal(inst_dir)
-        files = [p for p in journal.created(STEP) if p != inst_dir]
-        for path in files:
+        journal = Journal(inst_dir, step=STEP)
+        listed = [p for p in journal.created(STEP) if p != inst_dir]
+        chosen = [p for p in listed if only is None or os.path.basename(p) in only]
+        for path in chosen:
             paths.require_inside(path, inst_dir, step=STEP)
             if os.path.lexists(path):
                 result["removed"].append(os.path.basename(path))
                 if not check_mode:
                     os.unlink(path)
-        result["changed"] = STEP in journal.data["steps"]
+        left = [p for p in listed if p not in chosen]
+        result["changed"] = bool(chosen) if left else STEP in journal.data["steps"]
         if check_mode:
             return result
-        journal.forget(STEP)
+        if left:
+            entry = journal.data["steps"][STEP]
+            entry["created"] = [p for p in entry["created"] if p not in chosen]
+            journal.save()
+        else:
+            journal.forget(STEP)
         result["kept_because"] = layout.remove_if_unused(inst_dir, journal, lock_path=lock.path)
         if not result["kept_because"]:
             result["changed"] = True

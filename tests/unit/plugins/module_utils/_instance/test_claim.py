@@ -167,3 +167,13 @@ def test_parallel_threads_never_overcommit(tmp_path):
         t.join()
     assert sorted(outcomes) == ["ok"] * 3 + ["refused"] * 3
     assert sum(c["memory_mb"] for c in claim.host_claims(str(tmp_path)).values()) == 3072
+
+
+def test_created_only_for_the_first_claim_not_for_a_resize(tmp_path):
+    # A rollback releases the claim only when created: a resize re-claims an older server.
+    assert _claim(tmp_path, UUIDS[0], check_mode=True)["created"] is True
+    assert _claim(tmp_path, UUIDS[0])["created"] is True
+    same = _claim(tmp_path, UUIDS[0])
+    assert (same["changed"], same["created"]) == (False, False)
+    resized = _claim(tmp_path, UUIDS[0], flavor=dict(FLAVOR, root_gb=20))
+    assert (resized["changed"], resized["created"]) == (True, False)

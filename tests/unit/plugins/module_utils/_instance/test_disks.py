@@ -7,6 +7,7 @@ import os
 import pytest
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import disks
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.flavor import GIB, MIB, validate_flavor
 
@@ -110,3 +111,37 @@ def test_invalid_uuid(host):
 def test_remove_without_dir_is_a_no_op(host):
     root, _unused = host
     assert disks.remove(UUID, str(root))["changed"] is False
+
+
+def _journaled_disks(root, names):
+    """An instance dir whose journal says instance_disks created ``names`` (stand-in files, no qemu-img)."""
+    inst = root / UUID
+    inst.mkdir(mode=0o700)
+    for name in names:
+        (inst / name).write_bytes(b"x")
+    Journal(str(inst)).record("instance_disks", created=[str(inst / n) for n in names])
+    return inst
+
+
+def test_remove_only_named_files_keeps_the_older_ones(host):
+    root, _unused = host
+    inst = _journaled_disks(root, ["disk", "disk.config"])
+    result = disks.remove(UUID, str(root), files=["disk.config"])
+    assert result["removed"] == ["disk.config"] and result["changed"] is True
+    assert sorted(os.listdir(inst)) == ["disk", "instance.json"], "the older root disk stays"
+    assert Journal(str(inst)).created("instance_disks") == [str(inst / "disk")], "the journal still lists the disk"
+    assert disks.remove(UUID, str(root), files=["disk.config"])["changed"] is False, "already gone"
+    assert disks.remove(UUID, str(root), files=[])["changed"] is False
+    assert disks.remove(UUID, str(root), files=["disk"], check_mode=True)["removed"] == ["disk"]
+    assert os.path.exists(inst / "disk")
+    # Without files: everything the step created, then the dir (no claim holds it here).
+    assert disks.remove(UUID, str(root))["removed"] == ["disk"]
+    assert not os.path.exists(inst)
+
+
+def test_remove_refuses_unknown_file_names(host):
+    root, _unused = host
+    inst = _journaled_disks(root, ["disk"])
+    with pytest.raises(ValidationError, match="unknown disk names"):
+        disks.remove(UUID, str(root), files=["../instance.json"])
+    assert sorted(os.listdir(inst)) == ["disk", "instance.json"]
