@@ -249,6 +249,42 @@ def test_a_down_hypervisor_is_left_out_and_the_others_build(clean_fleet, guest_i
     assert fleet.instance_dirs(down) == set()
 
 
+def test_libvirt_dying_after_the_claim_still_reschedules(clean_fleet, guest_images, tmp_path):
+    inv = fleet.inventory(tmp_path)
+    req = fleet.request(guest_images, "fleet-dies", state="defined")
+    summary_path = os.path.join(str(tmp_path), "dies.json")
+    proc = subprocess.Popen(fleet.playbook_argv("create_server.yml", inv, req, summary_path), env=fleet.env(),
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    dying = None
+    try:
+        # The claim makes the instance dir; that host's libvirtd dies before the domain steps (seconds later).
+        deadline = time.monotonic() + 120
+        while dying is None and proc.poll() is None and time.monotonic() < deadline:
+            dying = next((h for h in clean_fleet if fleet.instance_dirs(h)), None)
+            time.sleep(0.05)
+        assert dying, "no claim appeared"
+        with open(os.path.join(clean_fleet[dying]["lab_dir"], "libvirtd.pid"), encoding="ascii") as handle:
+            os.kill(int(handle.read().strip()), signal.SIGKILL)
+        out = proc.communicate(timeout=600)[0]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        if dying:
+            fleet.start_one(clean_fleet[dying])
+    assert proc.returncode == 0, out[-6000:]
+    with open(summary_path, encoding="utf-8") as handle:
+        summary = fleet.json.load(handle)
+    [server], [placement] = summary["servers"], summary["placements"]
+    failed = server["attempts"][0]
+    assert failed["host"] == dying == placement["host"] and failed["failed"] and failed["reschedule"], out[-5000:]
+    # The rollback could not remove the domain (libvirt gone) but went on: disks and claim released.
+    assert "domain" in [f["step"] for f in failed["rollback_failed"]], failed
+    assert "rollback on %s left domain" % dying in out
+    assert not server["failed"] and server["host"] == placement["alternates"][0] and len(server["attempts"]) == 2
+    assert fleet.instance_dirs(dying) == set() and fleet.host_domains(dying) == set()
+    assert fleet.audit(dying)["orphans"] == 0
+
+
 def test_concurrent_requests_for_one_slot_too_many(clean_fleet, guest_images, tmp_path):
     # Each host holds exactly one 512 MiB server: N = 3 slots, two plays ask for 2 each.
     small = {"nimbus_total_memory_mb": 1024, "nimbus_reserved_host_memory_mb": 256, "nimbus_ram_allocation_ratio": 1.0}
