@@ -7,8 +7,11 @@ selection per server as its SchedulerManager does). Nova runs in .venv-nova (tes
 same JSON. Times exclude building host states on both sides. Nova needs about a second per placement at 10,000 hosts,
 so by default its 1,000-placement runs are timed over the first --nova-batch-prefix servers and scaled linearly (its
 cost per server is flat: it filters and weighs every host for each one); --full runs all of them. Choices are compared
-for every server Nova placed. The last line is machine-readable:
-  speedup_10000_hosts single=<x> batch1000=<y> same_choices=<true|false>
+for every server Nova placed (and the alternates for count 1), so without --full only a prefix of each 1,000-server
+run is checked: the table's "compared" column and the last line say how many servers that was. The last line is
+machine-readable (LAST_LINE):
+  speedup_10000_hosts single=<x> batch1000=<y> same_choices=<true|false> compared=<n> placements=<m>
+same_choices covers the <n> servers compared, out of <m> that our engine placed over the whole run.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import json
 import os
 import random
+import re
 import subprocess
 import sys
 
@@ -28,6 +32,27 @@ import scenarios
 
 FLAVOR = {"name": "m1.small", "vcpus": 1, "memory_mb": 1024, "root_gb": 10}
 HARDWARE = [(65536, 1000, 32), (131072, 2000, 48), (262144, 4000, 64)]  # RAM MiB, disk GiB, CPUs
+
+
+LAST_LINE = re.compile(r"^speedup_(?P<hosts>\d+)_hosts single=(?P<single>\d+\.\d) batch(?P<batch>\d+)=(?P<batch_speedup>\d+\.\d) "
+                       r"same_choices=(?P<same_choices>true|false) compared=(?P<compared>\d+) placements=(?P<placements>\d+)$")
+
+
+def last_line(hosts, single, batch, batch_speedup, same_choices, compared, placements):
+    """The machine-readable summary line (see LAST_LINE)."""
+    return ("speedup_%d_hosts single=%.1f batch%d=%.1f same_choices=%s compared=%d placements=%d"
+            % (hosts, single, batch, batch_speedup, str(bool(same_choices)).lower(), compared, placements))
+
+
+def parse_last_line(line):
+    """The summary line's fields, typed; ValueError when the line does not have the format."""
+    found = LAST_LINE.match(line.strip())
+    if not found:
+        raise ValueError("not a scheduler benchmark summary line: %r" % line)
+    fields = found.groupdict()
+    return {"hosts": int(fields["hosts"]), "single": float(fields["single"]), "batch": int(fields["batch"]),
+            "batch_speedup": float(fields["batch_speedup"]), "same_choices": fields["same_choices"] == "true",
+            "compared": int(fields["compared"]), "placements": int(fields["placements"])}
 
 
 def fleet(n, seed=42):
@@ -94,8 +119,9 @@ def main():
     if not os.path.exists(scenarios.NOVA_PYTHON):
         subprocess.run(["bash", os.path.join(ROOT, "tests", "nova", "setup_venv.sh")], check=True)
     runner = scenarios.NovaRunner()
-    rows, same_all, ratios = [], True, {}
-    print("%-7s %-6s %-12s %-12s %-9s %-8s %s" % ("hosts", "count", "ours (s)", "nova (s)", "speedup", "same", "note"))
+    rows, same_all, ratios, compared, placed = [], True, {}, 0, 0
+    print("%-7s %-6s %-12s %-12s %-9s %-8s %-10s %s"
+          % ("hosts", "count", "ours (s)", "nova (s)", "speedup", "same", "compared", "note"))
     for size, prefix in zip(sizes, prefixes + prefixes[-1:] * len(sizes), strict=False):
         hosts = fleet(size)
         for count in (1, args.batch):
@@ -111,11 +137,14 @@ def main():
             if count == 1:
                 same = same and mine["alternates"] == theirs["alternates"]
             same_all &= same
+            compared += nova_count
+            placed += count
             ratio = nova_seconds / my_seconds
             ratios[(size, count)] = ratio
             rows.append({"hosts": size, "count": count, "ours_s": my_seconds, "nova_s": nova_seconds, "speedup": ratio,
-                         "same_choices": same, "nova_servers_timed": nova_count})
-            print("%-7d %-6d %-12.4f %-12.3f %-9.1f %-8s %s" % (size, count, my_seconds, nova_seconds, ratio, same, note))
+                         "same_choices": same, "nova_servers_timed": nova_count, "compared": nova_count})
+            print("%-7d %-6d %-12.4f %-12.3f %-9.1f %-8s %-10s %s"
+                  % (size, count, my_seconds, nova_seconds, ratio, same, "%d/%d" % (nova_count, count), note))
             sys.stdout.flush()
     runner.close()
     largest = max(sizes)
@@ -123,8 +152,7 @@ def main():
           % (largest, rss_of_ours(largest), theirs.get("maxrss_kb", 0) / 1024))
     if args.json:
         print(json.dumps(rows))
-    print("speedup_%d_hosts single=%.1f batch%d=%.1f same_choices=%s"
-          % (largest, ratios[(largest, 1)], args.batch, ratios[(largest, args.batch)], str(same_all).lower()))
+    print(last_line(largest, ratios[(largest, 1)], args.batch, ratios[(largest, args.batch)], same_all, compared, placed))
 
 
 if __name__ == "__main__":
