@@ -16,7 +16,9 @@ description:
   - Identical XML reports C(changed=false). A changed XML redefines the domain and reports a diff of the fields the XML sets
     (libvirt's own defaults are ignored); for an active domain the change applies on its next boot and
     RV(pending_restart) is true.
-  - A different domain already holding the UUID or the name is an error; it is never overwritten.
+  - A different domain already holding the UUID or the name is an error; it is never overwritten. Every state, with or
+    without O(xml), acts only on a domain named C(instance-<uuid>) with nimbus.compute metadata; any other domain holding
+    the UUID is an error and is left untouched.
   - O(state=absent) destroys and undefines the domain (with its NVRAM and managed save) and nothing else; the disks and
     the instance directory belong to M(nimbus.compute.instance_disks) and M(nimbus.compute.instance_claim).
   - Every wait is bounded by O(start_timeout) or O(shutdown_timeout).
@@ -30,7 +32,8 @@ options:
     required: true
   xml:
     description:
-      - Domain XML to define. Its C(<uuid>) must be O(uuid).
+      - Domain XML to define. Its C(<uuid>) must be O(uuid), its C(<name>) C(instance-<uuid>), and it must carry the
+        nimbus.compute metadata (as M(nimbus.compute.domain_xml) writes it).
       - When omitted, C(<instances_path>/<uuid>/libvirt.xml) is used if it exists, else the domain must already be defined.
     type: str
   state:

@@ -206,12 +206,22 @@ def ensure(conn, uuid, *, xml=None, state="running", start_paused=False, reboot=
         xml_uuid, name = read_xml_identity(wanted)
         if xml_uuid != uuid:
             raise ValidationError("the XML's <uuid> %r is not the requested uuid %s" % (xml_uuid or None, uuid), step=STEP)
+        # We define only what we manage afterwards: a domain without our name or metadata would be refused
+        # by every later call (see _check_ours).
+        if name != paths.domain_name(uuid):
+            raise ValidationError("the XML's <name> %r is not %s" % (name, paths.domain_name(uuid)), step=STEP)
+        if not _is_ours(xml):
+            raise ValidationError("the XML has no nimbus metadata (<metadata><nimbus:instance xmlns:nimbus='%s'>); "
+                                  "build it with nimbus.compute.domain_xml" % METADATA_NS, step=STEP)
     ops = Lifecycle(conn, start_timeout, shutdown_timeout, force_after_timeout)
     dom = find(conn, uuid=uuid)
+    # Every path, with or without XML and for every state (absent and destroyed included), acts only on
+    # a domain that is ours; anything else holding the UUID is an error and is left untouched.
+    _check_ours(dom, uuid)
     result = {"changed": False, "uuid": uuid, "previous_state": state_of(dom), "defined": False, "redefined": False,
               "pending_restart": False, "forced": False, "actions": []}
     if wanted is not None:
-        _check_conflicts(conn, dom, uuid, name, xml)
+        _check_name_free(conn, uuid, name)
     if state == "absent":
         return _absent(ops, dom, result, check_mode)
 
@@ -238,16 +248,25 @@ def _expected(state, start_paused, dom):
             "defined": state_of(dom) if dom is not None else "shutoff"}[state]
 
 
-def _check_conflicts(conn, dom, uuid, name, xml):
-    if dom is not None and dom.name() != name:
-        raise _fail("UUID %s is already used by another domain named %r: refusing to overwrite it" % (uuid, dom.name()))
+def _check_ours(dom, uuid):
+    """The domain holding ``uuid`` (if any) must be ours: named instance-<uuid> and carrying nimbus metadata.
+    Otherwise it is another tool's (or libvirt's own, like test:///default's ``test``) and is never touched."""
+    if dom is None:
+        return
+    expected = paths.domain_name(uuid)
+    if dom.name() != expected:
+        raise _fail("UUID %s is already used by another domain named %r (ours would be %s): refusing to touch it"
+                    % (uuid, dom.name(), expected))
+    if not _is_ours(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE)):
+        raise _fail("domain %s exists but was not created by nimbus.compute (no nimbus metadata): refusing to touch it"
+                    % expected)
+
+
+def _check_name_free(conn, uuid, name):
     by_name = find(conn, name=name)
     if by_name is not None and by_name.UUIDString().lower() != uuid:
         raise _fail("domain name %r is already used by another domain with UUID %s: refusing to overwrite it"
                     % (name, by_name.UUIDString()))
-    if dom is not None and _is_ours(xml) and not _is_ours(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE)):
-        raise _fail("domain %s exists but was not created by nimbus.compute (no nimbus metadata): refusing to overwrite it"
-                    % name)
 
 
 def _absent(ops, dom, result, check_mode):

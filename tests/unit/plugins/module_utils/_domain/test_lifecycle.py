@@ -95,11 +95,13 @@ def test_conflicts_are_errors(conn, uuid):
         with pytest.raises(DomainError, match="already used by another domain with UUID %s" % other):
             lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="defined")
     finally:
-        lifecycle.ensure(conn, other, state="absent")
+        lifecycle.find(conn, uuid=other).undefine()  # not named instance-<other>: not ours to remove
     conn.defineXML(domain_xml(uuid, name="not-ours", metadata=False))
     with pytest.raises(DomainError, match="named 'not-ours'"):
         lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="defined")
-    lifecycle.ensure(conn, uuid, state="absent")
+    with pytest.raises(DomainError, match="named 'not-ours'"):
+        lifecycle.ensure(conn, uuid, state="absent")
+    lifecycle.find(conn, uuid=uuid).undefine()
     conn.defineXML(domain_xml(uuid, metadata=False))
     with pytest.raises(DomainError, match=r"not created by nimbus\.compute"):
         lifecycle.ensure(conn, uuid, xml=domain_xml(uuid, memory=131072), state="defined")
@@ -130,3 +132,34 @@ def test_unreachable_uri_is_retryable_and_names_the_uri():
     with pytest.raises(DomainError) as info:
         open_connection(uri)
     assert uri in str(info.value) and info.value.retryable is True
+
+
+# The test driver's own domain, always running on test:///default.
+TEST_DOMAIN_UUID = "6695eb01-f6a4-8304-79aa-97f2502e193f"
+
+
+@pytest.mark.parametrize("state", ["absent", "destroyed", "shutdown", "running", "paused", "defined"])
+def test_a_foreign_domain_with_the_uuid_is_never_touched(conn, state):
+    dom = lifecycle.find(conn, uuid=TEST_DOMAIN_UUID)
+    assert dom is not None and dom.name() == "test" and dom.isActive()
+    with pytest.raises(DomainError, match=r"already used by another domain named 'test'.*refusing to touch it"):
+        lifecycle.ensure(conn, TEST_DOMAIN_UUID, state=state, reboot="hard" if state == "running" else None)
+    with pytest.raises(DomainError, match="named 'test'"):
+        lifecycle.ensure(conn, TEST_DOMAIN_UUID, state=state, check_mode=True)
+    assert lifecycle.state_of(lifecycle.find(conn, uuid=TEST_DOMAIN_UUID)) == "running"
+
+
+@pytest.mark.parametrize("state", ["absent", "destroyed", "running"])
+def test_our_name_without_our_metadata_is_never_touched(conn, uuid, state):
+    conn.defineXML(domain_xml(uuid, metadata=False)).create()
+    with pytest.raises(DomainError, match=r"not created by nimbus\.compute.*refusing to touch it"):
+        lifecycle.ensure(conn, uuid, state=state)
+    assert lifecycle.state_of(lifecycle.find(conn, uuid=uuid)) == "running"
+
+
+def test_xml_we_would_not_manage_is_refused(conn, uuid):
+    with pytest.raises(ValidationError, match="is not instance-"):
+        lifecycle.ensure(conn, uuid, xml=domain_xml(uuid, name="web-1"), state="defined")
+    with pytest.raises(ValidationError, match="no nimbus metadata"):
+        lifecycle.ensure(conn, uuid, xml=domain_xml(uuid, metadata=False), state="defined")
+    assert lifecycle.find(conn, uuid=uuid) is None
