@@ -53,6 +53,9 @@ OVMF_CANDIDATES = (
 MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
 IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
 DISK_NAME_RE = re.compile(r"^disk(\.[a-z0-9_-]+)?$")
+# Characters XML 1.0 cannot carry (NUL, other C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF):
+# lxml raises a bare ValueError on them, so text is checked before it reaches lxml.
+XML_UNSAFE_RE = re.compile("[^\u0009\u000a\u000d\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 @dataclasses.dataclass
@@ -176,7 +179,20 @@ def _choice(value, choices, what):
     return value
 
 
+def _text(value, what):
+    """``value`` as a str XML can carry (None stays None); a control character or NUL is a ValidationError."""
+    if value is None:
+        return None
+    text = str(value)
+    bad = XML_UNSAFE_RE.search(text)
+    if bad:
+        raise ValidationError("%s contains %r at position %d, a character XML cannot hold (control characters and NUL "
+                              "are refused)" % (what, bad.group(), bad.start()), step=STEP)
+    return text
+
+
 def _inside(path, instances_path, what):
+    _text(path, what)  # before realpath, which raises a bare ValueError on NUL
     if not path or not os.path.isabs(path):
         raise ValidationError("%s must be an absolute path, got %r" % (what, path), step=STEP)
     if not paths.inside(path, instances_path):
@@ -214,15 +230,25 @@ class DomainRequest:
 def validate_request(req):
     """Normalise and check a DomainRequest in place; raise ValidationError before any change."""
     req.instance_uuid = paths.validate_uuid(req.instance_uuid, step=STEP)
+    paths.validate_instances_path(req.instances_path, step=STEP)
+    _text(req.instances_path, "instances_path")
     _choice(req.virt_type, ("kvm", "qemu"), "virt_type")
     flavor = validate_flavor(req.flavor, step=STEP)
     flavor["extra_specs"] = dict(flavor["extra_specs"])
+    _text(flavor["name"], "flavor name")
     req.flavor = flavor
     _topology(flavor)
+    req.name = _text(req.name, "name")
 
+    if not isinstance(req.image, dict):
+        raise ValidationError("image must be a dict", step=STEP)
+    _text(req.image.get("id"), "image id")
     props = req.properties
     if not isinstance(props, dict):
         raise ValidationError("image properties must be a dict", step=STEP)
+    for key in ("os_command_line", "hw_machine_type"):
+        _text(props.get(key), "image property %s" % key)
+    req.cpu_model = _text(req.cpu_model, "cpu_model")
     _choice(props.get("hw_disk_bus", "virtio"), tuple(DISK_BUS_PREFIX), "hw_disk_bus")
     _choice(props.get("hw_cdrom_bus", "ide"), tuple(DISK_BUS_PREFIX), "hw_cdrom_bus")
     _choice(props.get("hw_vif_model", "virtio"), VIF_MODELS, "hw_vif_model")
@@ -251,7 +277,7 @@ def validate_request(req):
             ipaddress.ip_address(req.vnc_listen)
         except ValueError:
             raise ValidationError("vnc_listen must be an IP address, got %r" % req.vnc_listen, step=STEP)
-    req.owner = {k: str(v) for k, v in (req.owner or {}).items() if v is not None}
+    req.owner = {k: _text(v, "owner %s" % k) for k, v in (req.owner or {}).items() if v is not None}
     return req
 
 

@@ -14,12 +14,12 @@ slots let exactly N through.
 
 from __future__ import annotations
 
-import json
+import math
 import os
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, ValidationError
-from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import JOURNAL_NAME, Journal
+from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import JOURNAL_NAME, Journal, JournalError
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import layout
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.flavor import requested_disk_mb, validate_flavor
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.owner import qemu_owner
@@ -93,18 +93,33 @@ def host_claims(instances_path, exclude=None):
         except ValidationError:
             continue  # _base, locks, foreign dirs
         journal_path = os.path.join(entry.path, JOURNAL_NAME)
+        # Fail closed: a claim we cannot read or count could hide used capacity, so a corrupt neighbour
+        # journal refuses every claim on the host until it is repaired (the message names the file).
         try:
-            with open(journal_path, "rb") as handle:
-                data = json.loads(handle.read().decode("utf-8"))
-        except FileNotFoundError:
-            continue
-        except (OSError, ValueError) as exc:
-            # Fail closed: a claim we cannot read could hide used capacity.
-            raise NimbusError("cannot read claims in %s: %s" % (journal_path, exc), step=STEP)
-        claim = data.get("steps", {}).get(STEP, {}).get("claim")
+            journal = Journal(entry.path, step=STEP)
+        except JournalError as exc:
+            raise NimbusError("cannot read claims on this host: %s" % exc.msg, step=STEP)
+        except OSError as exc:
+            raise NimbusError("cannot read claims in %s: %s" % (journal_path, exc.strerror or exc), step=STEP)
+        claim = journal.step(STEP).get("claim")
         if claim:
-            claims[entry.name] = claim
+            claims[entry.name] = _countable(claim, journal_path)
     return claims
+
+
+def _countable(claim, journal_path):
+    """A recorded claim as numbers, or an error naming the journal (fail closed)."""
+    if not isinstance(claim, dict):
+        raise NimbusError("cannot read claims in %s: the instance_claim claim is a JSON %s, not an object"
+                          % (journal_path, type(claim).__name__), step=STEP)
+    counted = dict(claim)
+    for res in RESOURCES:
+        value = claim.get(res, 0)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise NimbusError("cannot read claims in %s: %s is %r, not a number >= 0" % (journal_path, res, value),
+                              step=STEP)
+        counted[res] = value
+    return counted
 
 
 def check(request, totals, used, ratios, reserved):
@@ -158,8 +173,9 @@ def claim(instance_uuid, flavor, instances_path, *, libvirt_uri="qemu:///system"
         try:
             return _decide(instance_uuid, inst_dir, instances_path, request=request, record=record, host=host,
                            ratios=ratios, reserved=reserved, owner=owner)
-        except ClaimRefused:
-            # Nothing of the server exists on this host: the refusal leaves no lock file either.
+        except BaseException:
+            # Nothing of the server exists on this host: a refusal (or an unreadable neighbour journal)
+            # leaves no lock file either.
             if not os.path.isdir(inst_dir):
                 _unlink_quietly(lock.path)
             raise
@@ -174,7 +190,7 @@ def _unlink_quietly(path):
 
 def _decide(instance_uuid, inst_dir, instances_path, *, request, record, host, ratios, reserved, owner):
     others = host_claims(instances_path, exclude=instance_uuid)
-    used = {res: sum(int(c.get(res, 0)) for c in others.values()) for res in RESOURCES}
+    used = {res: sum(c[res] for c in others.values()) for res in RESOURCES}
     report = check(request, host, used, ratios, reserved)
     # created: no claim for this server existed on this host, so the server is new here and a rollback of
     # this run may release the claim. A changed claim (another flavor: a resize) is not created: the server

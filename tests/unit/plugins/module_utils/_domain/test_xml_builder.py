@@ -179,6 +179,33 @@ def test_bad_input_is_a_validation_error(change, message):
     assert info.value.step == "domain_xml" and info.value.retryable is False
 
 
+@pytest.mark.parametrize("change, what", [
+    (dict(name="web\x00-1"), "name"),
+    (dict(name="bell\x07"), "name"),
+    (dict(owner={"user_name": "a\x1bb"}), "owner user_name"),
+    (dict(owner={"project_id": "\x00"}), "owner project_id"),
+    (dict(image={"id": "img", "properties": {"os_command_line": "console=ttyS0\x00 init=/bin/sh"}}),
+     "image property os_command_line"),
+    (dict(image={"id": "img", "properties": {"hw_machine_type": "q35\x01"}}), "image property hw_machine_type"),
+    (dict(image={"id": "img\x0b"}), "image id"),
+    (dict(cpu_mode="custom", cpu_model="qemu64\x00"), "cpu_model"),
+    (dict(flavor={"name": "m1\x02", "vcpus": 1, "memory_mb": 256}), "flavor name"),
+    (dict(kernel=ROOT + "/_base/k\x00"), "kernel"),
+    (dict(disks=[{"name": "disk", "path": ROOT + "/" + UUID + "/disk\x00"}]), "disk disk path"),
+    (dict(name="lone \ud800 surrogate"), "name"),
+])
+def test_text_xml_cannot_hold_is_a_validation_error_not_a_traceback(change, what):
+    # lxml raises a bare ValueError ("All strings must be XML compatible") on these.
+    with pytest.raises(ValidationError, match="%s contains .* a character XML cannot hold" % what) as info:
+        xml_builder.generate(request(**change), host())
+    assert info.value.step == "domain_xml"
+
+
+def test_tabs_newlines_and_non_ascii_are_fine():
+    dom = build(request(name="tab\there\nnewline \u00e9\u4e2d \U0001f600"))
+    assert dom.findtext("metadata/n:instance/n:name", namespaces=NS) == "tab\there\nnewline \u00e9\u4e2d \U0001f600"
+
+
 def test_symlink_escaping_instances_path_is_refused(tmp_path):
     root = tmp_path / "instances"
     root.mkdir()

@@ -93,6 +93,30 @@ def test_corrupt_journal_fails_closed(tmp_path):
         _claim(tmp_path, UUIDS[1])
 
 
+@pytest.mark.parametrize("content, reason", [
+    ("[1, 2]", "a JSON list, not an object"),
+    ('{"steps": [1]}', "'steps' is not an object of objects"),
+    ('{"steps": {"instance_claim": "x"}}', "'steps' is not an object of objects"),
+    ('{"steps": {"instance_claim": {"claim": [1024]}}}', "the instance_claim claim is a JSON list, not an object"),
+    ('{"steps": {"instance_claim": {"claim": {"memory_mb": "1024"}}}}', "memory_mb is '1024', not a number"),
+    ('{"steps": {"instance_claim": {"claim": {"memory_mb": 1, "vcpus": -2}}}}', "vcpus is -2, not a number"),
+    ('{"steps": {"instance_claim": {"claim": {"disk_mb": Infinity}}}}', "disk_mb is inf, not a number"),
+    ('{"steps": {"instance_claim": {"claim": {"vcpus": true}}}}', "vcpus is True, not a number"),
+    (b"\xff\xfe", "not UTF-8"),
+])
+def test_a_neighbour_journal_we_cannot_count_refuses_the_claim_naming_the_file(tmp_path, content, reason):
+    # Fail closed (its claim may hide used capacity), with a message naming the file, never a traceback.
+    _claim(tmp_path, UUIDS[0])
+    journal = tmp_path / UUIDS[0] / "instance.json"
+    journal.write_bytes(content if isinstance(content, bytes) else content.encode())
+    with pytest.raises(NimbusError) as info:
+        _claim(tmp_path, UUIDS[1])
+    assert str(journal) in info.value.msg and reason in info.value.msg, info.value.msg
+    assert info.value.step == "instance_claim" and info.value.retryable is False
+    assert not os.path.exists(tmp_path / UUIDS[1]), "the refused claim leaves nothing behind"
+    assert not os.path.exists(tmp_path / "locks" / (UUIDS[1] + ".lock"))
+
+
 def test_foreign_dirs_are_not_counted(tmp_path):
     (tmp_path / "_base").mkdir()
     (tmp_path / "not-a-uuid").mkdir()
