@@ -100,7 +100,12 @@ options:
     type: int
     default: 3
   service_down_time:
-    description: ComputeFilter drops hosts whose C(service.last_seen_up) is older than this many seconds.
+    description:
+      - ComputeFilter drops hosts whose C(service.last_seen_up) is older than this many seconds (Nova's
+        service_down_time).
+      - M(nimbus.compute.hypervisor_info) sets C(last_seen_up) to the time it gathered, so schedule within this time of
+        gathering or raise it; when stale facts make ComputeFilter remove every host, the error says so and names
+        their age.
     type: int
     default: 60
   max_instances_per_host:

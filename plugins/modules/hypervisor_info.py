@@ -18,6 +18,13 @@ description:
     reserved for the host; free disk is the filesystem's available space minus O(reserved_host_disk_mb).
   - C(num_io_ops) counts instance directories that have a build journal but no domain yet (builds under way).
   - Live figures go to C(metrics) (C(memory.free_mb), C(disk.free_mb)) for the MetricsWeigher.
+  - C(service.last_seen_up) is the time of gathering. The schedule lookup's ComputeFilter drops a host whose
+    C(last_seen_up) is older than its C(service_down_time) option (60 s, Nova's default), so gather shortly before
+    scheduling or raise C(service_down_time); when that removes every host, the lookup's error says the facts are stale
+    and how old they are.
+  - C(failed_builds) is always 0 - nothing on the host records a failed build (the server role's rollback removes the
+    instance directory with its journal and reports the failure to the play). The BuildFailureWeigher acts on values
+    given another way, for example the lookup's C(hosts) option or a C(nimbus_hypervisor) host variable.
   - Read-only; never changes anything.
 extends_documentation_fragment:
   - nimbus.compute.connection

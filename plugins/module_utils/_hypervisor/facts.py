@@ -200,11 +200,17 @@ def gather(libvirt_uri, instances_path, reserved_host_memory_mb=512, reserved_ho
         "num_io_ops": builds_in_progress(instances_path, set(uuids)),
         "supported_instances": supported,
         "traits": sorted(set(traits or []) | set(cpu_traits(cpu_info))),
+        # Nothing on the host records a failed build yet: the server role's rollback removes the instance
+        # directory, journal included, and reports the failure to the play only. So 0 until such a record
+        # exists; the BuildFailureWeigher still acts on values given through the lookup's hosts= or a
+        # nimbus_hypervisor host variable.
         "failed_builds": 0,
         "numa_topology": numa,
         "metrics": {"memory.free_mb": free_memory_mb, "disk.free_mb": disk_free // MIB},
         "pci_stats": pci_stats,
         "cpu_info": cpu_info,
+        # The gather time: the schedule lookup's ComputeFilter drops the host once it is older than
+        # service_down_time (60 s by default), and says the facts are stale when that empties the list.
         "service": {"disabled": bool(disabled), "forced_down": False, "last_seen_up": now.isoformat()},
     })
     try:

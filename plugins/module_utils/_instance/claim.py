@@ -95,12 +95,13 @@ def host_claims(instances_path, exclude=None):
         journal_path = os.path.join(entry.path, JOURNAL_NAME)
         # Fail closed: a claim we cannot read or count could hide used capacity, so a corrupt neighbour
         # journal refuses every claim on the host until it is repaired (the message names the file).
+        # Retryable: the request is fine and another host can take it.
         try:
             journal = Journal(entry.path, step=STEP)
         except JournalError as exc:
-            raise NimbusError("cannot read claims on this host: %s" % exc.msg, step=STEP)
+            raise NimbusError("cannot read claims on this host: %s" % exc.msg, step=STEP, retryable=True)
         except OSError as exc:
-            raise NimbusError("cannot read claims in %s: %s" % (journal_path, exc.strerror or exc), step=STEP)
+            raise NimbusError("cannot read claims in %s: %s" % (journal_path, exc.strerror or exc), step=STEP, retryable=True)
         claim = journal.step(STEP).get("claim")
         if claim:
             claims[entry.name] = _countable(claim, journal_path)
@@ -111,13 +112,13 @@ def _countable(claim, journal_path):
     """A recorded claim as numbers, or an error naming the journal (fail closed)."""
     if not isinstance(claim, dict):
         raise NimbusError("cannot read claims in %s: the instance_claim claim is a JSON %s, not an object"
-                          % (journal_path, type(claim).__name__), step=STEP)
+                          % (journal_path, type(claim).__name__), step=STEP, retryable=True)
     counted = dict(claim)
     for res in RESOURCES:
         value = claim.get(res, 0)
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
             raise NimbusError("cannot read claims in %s: %s is %r, not a number >= 0" % (journal_path, res, value),
-                              step=STEP)
+                              step=STEP, retryable=True)
         counted[res] = value
     return counted
 

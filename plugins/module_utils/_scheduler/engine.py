@@ -161,23 +161,24 @@ class _Request:
         for f in self.filters:
             if f.run_filter_once_per_request and step > 0:
                 continue
-            before = len(candidates)
+            before, previous = len(candidates), candidates
             if step == 0 or f.global_state:
                 kept = f.filter_all(list(candidates.values()), self.spec)
                 if len(kept) != before:
                     candidates = {h.index: h for h in kept}
             elif changed is not None and changed.index in candidates and not f.host_passes(changed, self.spec):
-                del candidates[changed.index]
+                del candidates[changed.index]  # in place (previous is the same dict): O(1) per placement
             report.append({"filter": f.name, "label": f.label, "hosts_in": before, "removed": before - len(candidates)})
             if not candidates:
-                self._no_valid_host(f, before, step)
+                self._no_valid_host(f, list(previous.values()) or [changed], step)
         return candidates, report
 
-    def _no_valid_host(self, f, before, step):
-        count = len(self.spec.instance_uuids)
+    def _no_valid_host(self, f, removed, step):
+        count, before = len(self.spec.instance_uuids), len(removed)
         which = " for server %d of %d" % (step + 1, count) if count > 1 else ""
-        raise NoValidHost("No valid host%s: %s (%s) removed %d of %d hosts" % (which, f.label, f.name, before, before),
-                          filter_name=f.name, removed=before, candidates=before)
+        msg = "No valid host%s: %s (%s) removed %d of %d hosts" % (which, f.label, f.name, before, before)
+        hint = f.why_none_passed(removed, self.spec)
+        raise NoValidHost(msg + ("; " + hint if hint else ""), filter_name=f.name, removed=before, candidates=before)
 
     # -- weights ---------------------------------------------------------------------------
     def _setup_weighers(self, candidates):

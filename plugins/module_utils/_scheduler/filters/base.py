@@ -34,6 +34,10 @@ class BaseHostFilter:
         passes = self.host_passes
         return [h for h in hosts if passes(h, spec)]
 
+    def why_none_passed(self, hosts, spec):
+        """A hint for the NoValidHost message when this filter removed every one of ``hosts``, or None."""
+        return None
+
 
 class CountLimitFilter(BaseHostFilter):
     """A host passes while one of its counters is below a configured limit (Nova's NumInstances/IoOps filters)."""

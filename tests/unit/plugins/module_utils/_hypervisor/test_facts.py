@@ -32,7 +32,8 @@ def test_test_driver_state_in_nova_terms(tmp_path):
     assert [c["memory_mb"] for c in f["numa_topology"]["cells"]] == [2048, 4096]
     assert len(f["numa_topology"]["cells"][1]["cpus"]) == 8
     assert "HW_CPU_X86_PAE" in f["traits"]
-    assert f["service"] == {"disabled": False, "forced_down": False, "last_seen_up": NOW.isoformat()}
+    assert f["service"] == {"disabled": False, "forced_down": False, "last_seen_up": NOW.isoformat()}  # gather time
+    assert f["failed_builds"] == 0  # documented: nothing on the host records a failed build
     st = os.statvfs(tmp_path)
     assert f["total_usable_disk_gb"] == st.f_blocks * st.f_frsize // hv.GIB
     assert json.loads(json.dumps(f)) == f  # plain JSON, as a fact must be

@@ -43,6 +43,32 @@ def test_no_valid_host_names_the_filter():
         Scheduler().schedule(fleet(2048), spec(count=3, memory_mb=1024))
 
 
+def test_stale_facts_are_named_when_the_compute_filter_drops_every_host():
+    # hypervisor_info's last_seen_up is the gather time: scheduling 125 s later drops every host at 60 s.
+    now = 1_000_000.0
+    hosts = fleet(4096, 4096, 4096)
+    hosts[0]["service"] = {"last_seen_up": now - 125}
+    hosts[1]["service"] = {"last_seen_up": now - 300}
+    hosts[2]["service"] = {"disabled": True, "last_seen_up": now}
+    message = (r"^No valid host: compute service filter \(ComputeFilter\) removed 3 of 3 hosts; 2 of them only because "
+               r"their facts are stale: the newest last_seen_up \(host h0\) is 125 s old, more than service_down_time "
+               r"\(60 s\); gather them again with nimbus\.compute\.hypervisor_info shortly before scheduling, or raise "
+               r"service_down_time$")
+    with pytest.raises(NoValidHost, match=message):
+        Scheduler(now=now).schedule(hosts, spec())
+    assert hosts_of(Scheduler(now=now, service_down_time=130).schedule(hosts, spec())) == ["h0"]
+    with pytest.raises(NoValidHost, match=r"is 100 s in the future \(clock skew\?\)"):
+        Scheduler(now=now).schedule(fleet(4096, service={"last_seen_up": now + 100}), spec())
+
+
+def test_no_stale_hint_when_every_host_is_disabled_or_forced_down():
+    hosts = fleet(4096, 4096)
+    hosts[0]["service"] = {"disabled": True, "last_seen_up": 0}
+    hosts[1]["service"] = {"forced_down": True}
+    with pytest.raises(NoValidHost, match=r"removed 2 of 2 hosts$"):
+        Scheduler(now=1_000_000.0).schedule(hosts, spec())
+
+
 def test_anti_affinity_spreads_and_affinity_packs():
     anti = Scheduler().schedule(fleet(4096, 4096, 4096), spec(count=3, hints={"group": {"policy": "anti-affinity"}}))
     assert sorted(hosts_of(anti)) == ["h0", "h1", "h2"]
