@@ -108,8 +108,11 @@ domain_name:
   returned: success
   type: str
 defined:
-  description: Whether the domain was newly defined.
-  returned: success
+  description:
+    - Whether the domain was newly defined. Also returned on failure, true when this call defined the domain and then
+      failed (for example its start), so that a rollback knows to remove it. The journal records the domain before
+      C(defineXML), so a killed run leaves it recorded too.
+  returned: always
   type: bool
 redefined:
   description: Whether an existing definition was replaced by a changed XML.
@@ -152,10 +155,12 @@ ARGUMENT_SPEC = spec(
 
 def main():
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    progress = {}
     try:
-        result = lifecycle.run(module.params, check_mode=module.check_mode)
+        result = lifecycle.run(module.params, check_mode=module.check_mode, progress=progress)
     except (NimbusError, OSError) as err:
-        module.fail_json(**failure(err, lifecycle.STEP))
+        # defined: this call defined the domain before it failed (a failed start), for the caller's rollback.
+        module.fail_json(defined=bool(progress.get("defined")), **failure(err, lifecycle.STEP))
     if result.get("pending_restart"):
         module.warn("the domain definition changed while it is active: the change applies on its next boot")
     if not module._diff:

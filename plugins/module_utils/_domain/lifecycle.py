@@ -191,8 +191,9 @@ def read_xml_identity(root):
 
 
 def ensure(conn, uuid, *, xml=None, state="running", start_paused=False, reboot=None, check_mode=False,
-           start_timeout=60.0, shutdown_timeout=60.0, force_after_timeout=True):
-    """Bring domain ``uuid`` to ``state``; returns a result dict (changed, state, diff, ...)."""
+           start_timeout=60.0, shutdown_timeout=60.0, force_after_timeout=True, before_define=None):
+    """Bring domain ``uuid`` to ``state``; returns a result dict (changed, state, diff, ...).
+    ``before_define(name)`` runs just before a new domain is defined (not in check mode)."""
     uuid = paths.validate_uuid(uuid, step=STEP)
     if state not in STATES:
         raise ValidationError("unknown state %r (one of: %s)" % (state, ", ".join(STATES)), step=STEP)
@@ -226,7 +227,7 @@ def ensure(conn, uuid, *, xml=None, state="running", start_paused=False, reboot=
         return _absent(ops, dom, result, check_mode)
 
     if wanted is not None:
-        dom = _define(ops, dom, xml, wanted, result, check_mode=check_mode)
+        dom = _define(ops, dom, xml, wanted, result, check_mode=check_mode, before_define=before_define, name=name)
     elif dom is None:
         raise _fail("domain %s is not defined and no XML was given" % paths.domain_name(uuid))
     was_running = state_of(dom) in ("running", "blocked")
@@ -285,7 +286,7 @@ def _absent(ops, dom, result, check_mode):
     return result
 
 
-def _define(ops, dom, xml, wanted, result, *, check_mode):
+def _define(ops, dom, xml, wanted, result, *, check_mode, before_define=None, name=None):
     if dom is not None and dom.isPersistent():
         same, before, after = compare.compare(dom.XMLDesc(VIR_DOMAIN_XML_INACTIVE), wanted)
         if same:
@@ -301,6 +302,8 @@ def _define(ops, dom, xml, wanted, result, *, check_mode):
     result["diff"] = {"before": before, "after": after}
     if check_mode:
         return dom
+    if result["defined"] and before_define is not None:
+        before_define(name)
     return ops.define(xml)
 
 
@@ -346,9 +349,14 @@ def _transition(ops, dom, state, result, *, start_paused, check_mode):
         result["pending_restart"] = False
 
 
-def run(params, check_mode=False):
+def run(params, check_mode=False, progress=None):
     """The ``domain`` step: XML from ``xml`` or ``<uuid>/libvirt.xml``, then ``ensure``; the journal
-    records a domain this run defined so that a rollback undefines exactly that."""
+    records a domain this run defines (before ``defineXML``, so a failed start or a killed run still
+    leaves it recorded) so that a rollback undefines exactly that.
+
+    ``progress`` (a dict) gets ``defined: True`` when the domain this call defined exists, also when the
+    call then fails (a start that failed): the module reports it in the failure for the rollback."""
+    progress = {} if progress is None else progress
     uuid = paths.validate_uuid(params["uuid"], step=STEP)
     for key in ("start_timeout", "shutdown_timeout"):
         if params.get(key) is not None and params[key] <= 0:
@@ -361,21 +369,58 @@ def run(params, check_mode=False):
         if os.path.exists(xml_path):
             paths.require_inside(xml_path, instances_path, step=STEP)
             xml = read_bytes(xml_path).decode("utf-8")
+    recorded = []
+
+    def before_define(name):
+        if os.path.isdir(instance_dir):
+            journal = Journal(instance_dir, step=STEP)
+            item = "domain:%s" % name
+            if item not in journal.created(STEP):
+                journal.record(STEP, created=[item])
+                recorded.append(item)
+        progress["defined"] = True
+
     with Connection(params.get("libvirt_uri") or "qemu:///system", step=STEP) as conn:
-        result = ensure(
-            conn, uuid, xml=xml, state=params.get("state") or "running", start_paused=bool(params.get("start_paused")),
-            reboot=params.get("reboot"), check_mode=check_mode, start_timeout=params.get("start_timeout") or 60,
-            shutdown_timeout=params.get("shutdown_timeout") or 60,
-            force_after_timeout=params.get("force_after_timeout", True),
-        )
+        try:
+            result = ensure(
+                conn, uuid, xml=xml, state=params.get("state") or "running", start_paused=bool(params.get("start_paused")),
+                reboot=params.get("reboot"), check_mode=check_mode, start_timeout=params.get("start_timeout") or 60,
+                shutdown_timeout=params.get("shutdown_timeout") or 60,
+                force_after_timeout=params.get("force_after_timeout", True), before_define=before_define,
+            )
+        except Exception:
+            if progress.get("defined") and not _exists(conn, uuid):
+                # defineXML itself failed: nothing was created, so the journal does not keep the entry.
+                progress["defined"] = False
+                _unrecord(instance_dir, recorded)
+            raise
     result["domain_name"] = paths.domain_name(uuid)
-    if not check_mode and os.path.isdir(instance_dir):
-        journal = Journal(instance_dir)
-        if result["defined"]:
-            journal.record(STEP, created=["domain:%s" % result["domain_name"]])
-        elif params.get("state") == "absent":
-            # Gone from libvirt: its definition copy (libvirt.xml) no longer describes anything, so
-            # neither step holds the instance dir back from removal by the claim's release.
-            journal.forget(STEP)
-            journal.forget("domain_xml")
+    if not check_mode and params.get("state") == "absent" and os.path.isdir(instance_dir):
+        # Gone from libvirt: its definition copy (libvirt.xml) no longer describes anything, so
+        # neither step holds the instance dir back from removal by the claim's release.
+        journal = Journal(instance_dir, step=STEP)
+        journal.forget(STEP)
+        journal.forget("domain_xml")
     return result
+
+
+def _exists(conn, uuid):
+    """Whether the domain exists; True when libvirt cannot tell (keep the record: absent copes with none)."""
+    try:
+        return find(conn, uuid=uuid) is not None
+    except DomainError:
+        return True
+
+
+def _unrecord(instance_dir, items):
+    if not items or not os.path.isdir(instance_dir):
+        return
+    journal = Journal(instance_dir, step=STEP)
+    entry = journal.data["steps"].get(STEP)
+    if entry is None:
+        return
+    entry["created"] = [c for c in entry.get("created", []) if c not in items]
+    if entry["created"]:
+        journal.save()
+    else:
+        journal.forget(STEP)

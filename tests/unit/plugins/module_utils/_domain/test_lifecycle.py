@@ -8,6 +8,7 @@ import uuid as uuidlib
 import pytest
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import lifecycle
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import DomainError, open_connection
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.xml_builder import METADATA_NS
@@ -162,4 +163,49 @@ def test_xml_we_would_not_manage_is_refused(conn, uuid):
         lifecycle.ensure(conn, uuid, xml=domain_xml(uuid, name="web-1"), state="defined")
     with pytest.raises(ValidationError, match="no nimbus metadata"):
         lifecycle.ensure(conn, uuid, xml=domain_xml(uuid, metadata=False), state="defined")
+    assert lifecycle.find(conn, uuid=uuid) is None
+
+
+
+def _run(tmp_path, uuid, progress):
+    (tmp_path / uuid).mkdir()
+    return lifecycle.run({"uuid": uuid, "instances_path": str(tmp_path), "libvirt_uri": "test:///default",
+                          "xml": domain_xml(uuid), "state": "running"}, progress=progress)
+
+
+def _journaled(tmp_path, uuid):
+    return Journal(str(tmp_path / uuid)).created("domain")
+
+
+def test_the_domain_is_journaled_before_define_and_kept_when_the_start_fails(conn, tmp_path, uuid, monkeypatch):
+    seen = {}
+    real_define = lifecycle.Lifecycle.define
+
+    def define(self, xml):
+        seen["at define"] = _journaled(tmp_path, uuid)  # what a run killed here leaves behind
+        return real_define(self, xml)
+
+    def start(self, dom, paused=False):
+        raise DomainError("starting %s failed: injected" % dom.name(), step="domain")
+
+    monkeypatch.setattr(lifecycle.Lifecycle, "define", define)
+    monkeypatch.setattr(lifecycle.Lifecycle, "start", start)
+    progress = {}
+    with pytest.raises(DomainError, match="injected"):
+        _run(tmp_path, uuid, progress)
+    assert seen["at define"] == ["domain:instance-" + uuid]
+    assert progress == {"defined": True}, "the failure tells the rollback that this call defined the domain"
+    assert lifecycle.find(conn, uuid=uuid) is not None and _journaled(tmp_path, uuid) == ["domain:instance-" + uuid]
+
+
+def test_a_define_libvirt_refuses_leaves_no_journal_entry(conn, tmp_path, uuid, monkeypatch):
+    def define(self, xml):
+        assert _journaled(tmp_path, uuid) == ["domain:instance-" + uuid]
+        raise DomainError("defining the domain failed: injected", step="domain")
+
+    monkeypatch.setattr(lifecycle.Lifecycle, "define", define)
+    progress = {}
+    with pytest.raises(DomainError, match="injected"):
+        _run(tmp_path, uuid, progress)
+    assert progress == {"defined": False} and _journaled(tmp_path, uuid) == []
     assert lifecycle.find(conn, uuid=uuid) is None
