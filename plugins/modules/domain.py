@@ -55,8 +55,11 @@ options:
     default: false
   reboot:
     description:
-      - Reboot a domain that was already running. V(soft) is a clean shutdown then start (forced when the guest ignores
-        ACPI and O(force_after_timeout)); V(hard) destroys and starts it from its definition. Always C(changed=true).
+      - Reboot a domain that was already running (or paused: it is resumed first). V(soft) is a clean shutdown then start
+        (forced when the guest ignores ACPI and O(force_after_timeout)); V(hard) destroys and starts it from its definition.
+        Always C(changed=true).
+      - Needs O(state=running) and cannot be combined with O(start_paused); anything else is an error before any change.
+      - A domain that was shut off (or not defined) is started instead, which is a fresh boot, with a warning saying so.
     type: str
     choices: [soft, hard]
   start_timeout:
@@ -161,6 +164,8 @@ def main():
     except (NimbusError, OSError) as err:
         # defined: this call defined the domain before it failed (a failed start), for the caller's rollback.
         module.fail_json(defined=bool(progress.get("defined")), **failure(err, lifecycle.STEP))
+    for warning in result.pop("warnings", []):
+        module.warn(warning)
     if result.get("pending_restart"):
         module.warn("the domain definition changed while it is active: the change applies on its next boot")
     if not module._diff:

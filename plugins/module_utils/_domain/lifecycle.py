@@ -199,6 +199,13 @@ def ensure(conn, uuid, *, xml=None, state="running", start_paused=False, reboot=
         raise ValidationError("unknown state %r (one of: %s)" % (state, ", ".join(STATES)), step=STEP)
     if reboot not in (None, *REBOOT_MODES):
         raise ValidationError("unknown reboot mode %r (soft or hard)" % reboot, step=STEP)
+    # A reboot ends with the guest running: asking for another end state (or for a paused start, which
+    # the reboot's own start would undo) is a contradiction, refused before anything changes.
+    if reboot and state != "running":
+        raise ValidationError("reboot %s needs state running, not %s" % (reboot, state), step=STEP)
+    if reboot and start_paused:
+        raise ValidationError("reboot cannot be combined with start_paused (the reboot starts the guest running)",
+                              step=STEP)
     wanted = name = None
     if isinstance(xml, bytes):
         xml = xml.decode("utf-8")
@@ -230,15 +237,21 @@ def ensure(conn, uuid, *, xml=None, state="running", start_paused=False, reboot=
         dom = _define(ops, dom, xml, wanted, result, check_mode=check_mode, before_define=before_define, name=name)
     elif dom is None:
         raise _fail("domain %s is not defined and no XML was given" % paths.domain_name(uuid))
-    was_running = state_of(dom) in ("running", "blocked")
+    before = result["previous_state"]
     if dom is not None or check_mode:
         _transition(ops, dom, state, result, start_paused=start_paused, check_mode=check_mode)
-    if reboot and state == "running" and was_running:
+    if reboot and before in ("running", "blocked", "paused", "pmsuspended"):
+        # A paused guest was resumed by the transition above; it is rebooted like a running one.
         result["actions"].append("reboot %s" % reboot)
         result["changed"] = True
         if not check_mode:
             result["forced"] = ops.reboot(dom, reboot) or result["forced"]
             result["pending_restart"] = False
+    elif reboot:
+        # Not running: this call's start is already a fresh boot from the definition, which is what the
+        # reboot was for; say so rather than pretend a reboot happened (or silently skip it).
+        result["warnings"] = ["reboot %s not done: domain %s was %s, so it was started instead (a fresh boot)"
+                              % (reboot, paths.domain_name(uuid), "not defined" if before == "absent" else before)]
     result["state"] = _expected(state, start_paused, dom) if check_mode else state_of(dom)
     return result
 

@@ -85,8 +85,31 @@ def test_start_paused_satisfies_running(conn, uuid):
 def test_reboot_only_applies_to_a_running_domain(conn, uuid):
     started = lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="running", reboot="hard")
     assert "reboot hard" not in started["actions"], "a domain started by this call needs no reboot"
+    assert started["warnings"] == ["reboot hard not done: domain instance-%s was not defined, so it was started instead "
+                                   "(a fresh boot)" % uuid], "never silently ignored"
     again = lifecycle.ensure(conn, uuid, state="running", reboot="soft")
     assert again["changed"] and again["actions"] == ["reboot soft"] and again["state"] == "running"
+    assert "warnings" not in again
+    lifecycle.ensure(conn, uuid, state="destroyed")
+    stopped = lifecycle.ensure(conn, uuid, state="running", reboot="hard")
+    assert stopped["actions"] == ["start"] and "was shutoff" in stopped["warnings"][0]
+    lifecycle.ensure(conn, uuid, state="paused")
+    paused = lifecycle.ensure(conn, uuid, state="running", reboot="hard")
+    assert paused["actions"] == ["resume", "reboot hard"] and paused["state"] == "running"
+
+
+@pytest.mark.parametrize("kw, message", [
+    (dict(state="shutdown"), "reboot hard needs state running, not shutdown"),
+    (dict(state="paused"), "needs state running, not paused"),
+    (dict(state="defined"), "needs state running, not defined"),
+    (dict(state="absent"), "needs state running, not absent"),
+    (dict(state="running", start_paused=True), "cannot be combined with start_paused"),
+])
+def test_reboot_with_another_end_state_is_refused_before_any_change(conn, uuid, kw, message):
+    lifecycle.ensure(conn, uuid, xml=domain_xml(uuid), state="running")
+    with pytest.raises(ValidationError, match=message):
+        lifecycle.ensure(conn, uuid, reboot="hard", **kw)
+    assert lifecycle.state_of(lifecycle.find(conn, uuid=uuid)) == "running"
 
 
 def test_conflicts_are_errors(conn, uuid):
