@@ -13,6 +13,7 @@ import datetime
 import math
 
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.numa_topology import consume_cells
 
 # Nova's initial allocation ratios (initial_cpu/ram/disk_allocation_ratio).
 INITIAL_CPU_ALLOCATION_RATIO = 4.0
@@ -179,6 +180,8 @@ class HostState:
         self.num_instances += 1
         self.num_io_ops += 1
         self.instances[instance_uuid] = None
+        if self.numa_topology and self.numa_topology["cells"]:
+            consume_cells(self, spec)
 
     def copy(self):
         other = HostState()

@@ -3,7 +3,8 @@
 """NUMATopologyFilter (basic): flavor hw:numa_nodes=N needs N host cells that each hold vcpus/N and RAM/N.
 
 A host's ``numa_topology`` is ``{"cells": [{"id", "cpus", "memory_mb", "cpu_usage", "memory_usage"}]}``
-(``cpus`` a count or a list of CPU ids). Unlike Nova, no CPU pinning, huge pages or PCI locality.
+(``cpus`` a count or a list of CPU ids). Unlike Nova, no CPU pinning, huge pages or PCI locality. Each
+placement adds its use to the cells it fits (``consume_cells``), so the next server of a request sees it.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ def requested_nodes(spec):
         return 0
     try:
         nodes = int(value)
-    except ValueError:
+    except (TypeError, ValueError):
         raise SchedulerInputError("hw:numa_nodes must be a whole number, got %r" % value)
     if nodes < 1 or spec.vcpus % nodes or spec.memory_mb % nodes:
         raise SchedulerInputError("hw:numa_nodes=%d must be >= 1 and divide vcpus (%d) and memory_mb (%d)"
@@ -40,6 +41,26 @@ def fitting_cells(host, spec, nodes):
         if want_cpus <= cpus and free_cpus >= want_cpus and free_mem >= want_mem:
             cells.append(cell)
     return cells
+
+
+def consume_cells(host, spec):
+    """Record the guest's NUMA use on the host's cells, as Nova's consume_from_request does with its fit.
+
+    The guest's N nodes go to the first N cells that fit, each taking vcpus/N CPUs and memory_mb/N MiB.
+    Without a NUMA request, or when nothing fits (the filter is off), the cells are left alone, as in Nova.
+    """
+    try:
+        nodes = requested_nodes(spec)
+    except SchedulerInputError:
+        return  # NUMATopologyFilter refuses such a request when it runs; otherwise there is nothing to fit
+    if not nodes:
+        return
+    cells = fitting_cells(host, spec, nodes)
+    if len(cells) < nodes:
+        return
+    for cell in cells[:nodes]:
+        cell["cpu_usage"] += spec.vcpus // nodes
+        cell["memory_usage"] += spec.memory_mb // nodes
 
 
 class NUMATopologyFilter(BaseHostFilter):

@@ -168,3 +168,41 @@ def test_incremental_path_on_a_large_fleet_with_many_identical_hosts():
     fast = Scheduler(seed=1).schedule(hosts, spec(count=150))
     assert hosts_of(plain) == hosts_of(fast) and plain[0]["alternates"] == fast[0]["alternates"]
     assert len(set(hosts_of(fast))) > 50
+
+
+NUMA_FILTERS = ["RamFilter", "CoreFilter", "NUMATopologyFilter"]
+
+
+def numa_host(index, cells):
+    return dict(BASE, hostname="h%d" % index, total_usable_ram_mb=8192, cpu_allocation_ratio=1.0, vcpus_total=8,
+                numa_topology={"cells": [{"id": n, "cpus": 2, "memory_mb": 2048} for n in range(cells)]})
+
+
+def test_numa_use_is_consumed_between_placements():
+    # One 2-CPU/2 GiB cell holds one 2-vCPU/2 GiB guest; the host's totals (8 CPUs, 8 GiB) would take four.
+    numa = {"hw:numa_nodes": "1"}
+    with pytest.raises(NoValidHost, match=r"for server 2 of 2: NUMA topology filter \(NUMATopologyFilter\) removed 1 of 1"):
+        Scheduler(filters=NUMA_FILTERS).schedule([numa_host(0, 1)], spec(count=2, vcpus=2, memory_mb=2048, extra_specs=numa))
+    states = host_states([numa_host(0, 1), numa_host(1, 1)])
+    placements = Scheduler(filters=NUMA_FILTERS).schedule(states, spec(count=2, vcpus=2, memory_mb=2048, extra_specs=numa))
+    assert sorted(hosts_of(placements)) == ["h0", "h1"]
+    assert [s.numa_topology["cells"][0]["cpu_usage"] for s in states] == [2, 2]
+    assert [s.numa_topology["cells"][0]["memory_usage"] for s in states] == [2048, 2048]
+    two_cells = host_states([numa_host(0, 2)])
+    assert hosts_of(Scheduler(filters=NUMA_FILTERS).schedule(
+        two_cells, spec(count=2, vcpus=2, memory_mb=2048, extra_specs=numa))) == ["h0", "h0"]  # one guest per cell
+    assert [c["memory_usage"] for c in two_cells[0].numa_topology["cells"]] == [2048, 2048]
+
+
+def test_numa_consumption_leaves_the_input_and_other_requests_alone():
+    given = numa_host(0, 1)
+    states = host_states([given])
+    Scheduler(filters=NUMA_FILTERS).schedule(states, spec(vcpus=2, memory_mb=2048, extra_specs={"hw:numa_nodes": "1"}))
+    assert given["numa_topology"]["cells"][0].get("cpu_usage", 0) == 0  # the fact dict is not changed
+    assert states[0].numa_topology["cells"][0]["cpu_usage"] == 2
+    plain = host_states([numa_host(0, 1)])
+    Scheduler(filters=NUMA_FILTERS).schedule(plain, spec(count=3, vcpus=2, memory_mb=2048))  # no NUMA request
+    assert plain[0].numa_topology["cells"][0]["cpu_usage"] == 0
+    copy = states[0].copy()
+    copy.numa_topology["cells"][0]["cpu_usage"] += 1
+    assert states[0].numa_topology["cells"][0]["cpu_usage"] == 2
