@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 
 import pytest
 
@@ -22,7 +23,8 @@ from ansible_collections.nimbus.compute.plugins.module_utils._instance import cl
 from ansible_collections.nimbus.compute.plugins.plugin_utils._scheduler import schedule
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-FULL = os.environ.get("NIMBUS_FULL") == "1"
+# The namespace of Ansible's to_uuid filter: the playbook derives server UUIDs with it.
+ANSIBLE_UUID_NAMESPACE = uuid.UUID("361E6D51-FAEC-444A-9079-341386DA8E2E")
 # The IoOps weigher would steer away from a host holding a filler claim; the tests need the
 # scheduler's first choice to stay where they put the fault.
 NO_IO_OPS = {"weight_multipliers": {"IoOpsWeigher": 0.0}}
@@ -329,23 +331,39 @@ def test_refused_claim_leaves_no_lock_file(clean_fleet):
     assert fleet.audit("hv1")["stale_locks"] == []
 
 
-@pytest.mark.skipif(not FULL, reason="kills a play mid-build and boots three guests; runs with NIMBUS_FULL=1")
+def half_built(host):
+    """A server of this host with its disks but no libvirt.xml yet, so no domain: mid-build."""
+    path = fleet.hypervisors()[host]["instances_path"]
+    return any(os.path.exists(os.path.join(path, d, "disk")) and not os.path.exists(os.path.join(path, d, "libvirt.xml"))
+               for d in fleet.instance_dirs(host))
+
+
 def test_killed_play_converges_on_rerun(clean_fleet, guest_images, tmp_path):
     inv = fleet.inventory(tmp_path)
     req = fleet.request(guest_images, "fleet-kill", count=3)
+    uuids = {str(uuid.uuid5(ANSIBLE_UUID_NAMESPACE, "nimbus.compute/fleet-kill-%d" % i)) for i in (1, 2, 3)}
     proc = subprocess.Popen(fleet.playbook_argv("create_server.yml", inv, req), env=fleet.env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-    deadline = time.monotonic() + 120
-    # Kill once some server is half-built: an instance dir exists somewhere.
-    while time.monotonic() < deadline and not any(fleet.instance_dirs(h) for h in clean_fleet):
-        time.sleep(0.2)
-    time.sleep(1.5)
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
+    try:
+        # Kill while some server has its disks but no domain yet.
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and proc.poll() is None and not any(half_built(h) for h in clean_fleet):
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    # The build really was cut in half: a claimed server with disks and no domain, and not all three whole.
+    reports = {host: fleet.audit(host) for host in clean_fleet}
+    half = [d for r in reports.values() for d in r["dirs_without_domain"] if d["uuid"] in uuids]
+    assert any(d["claim"] and "instance_disks" in d["steps"] and "disk" in d["files"] for d in half), reports
+    assert len(uuids & {u for r in reports.values() for u in r["servers"]}) < 3, reports
+
     _proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
     built = sorted(s["name"] for s in summary["servers"] if not s["failed"])
     assert built == ["fleet-kill-1", "fleet-kill-2", "fleet-kill-3"]
-    uuids = {s["uuid"] for s in summary["servers"]}
+    assert {s["uuid"] for s in summary["servers"]} == uuids
+    # The half-built ones were removed and built again, not taken for existing servers.
+    assert not any(s["existing"] for s in summary["servers"] if s["uuid"] in {d["uuid"] for d in half})
     found = set()
     for host in clean_fleet:
         report = fleet.audit(host)

@@ -19,7 +19,6 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "lab"))
 import fleet
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-FULL = os.environ.get("NIMBUS_FULL") == "1"
 MOLECULE = os.path.join(fleet.VENV_BIN, "molecule")
 
 
@@ -29,12 +28,7 @@ def lab_fleet(lab, guest_images):
 
 
 @pytest.mark.skipif(not os.path.exists(MOLECULE), reason="molecule is not installed in .venv")
-@pytest.mark.parametrize("role", [
-    "hypervisor",
-    "image_cache_cleanup",
-    pytest.param("server", marks=pytest.mark.skipif(not FULL, reason="test_fleet covers it; NIMBUS_FULL=1 runs it")),
-    pytest.param("server_delete", marks=pytest.mark.skipif(not FULL, reason="test_fleet covers it; NIMBUS_FULL=1")),
-])
+@pytest.mark.parametrize("role", ["hypervisor", "image_cache_cleanup", "server", "server_delete"])
 def test_molecule_scenario(lab_fleet, role):
     env = fleet.env(PATH=fleet.VENV_BIN + os.pathsep + os.environ["PATH"], PY_COLORS="0")
     proc = subprocess.run([MOLECULE, "test"], cwd=os.path.join(ROOT, "roles", role), capture_output=True, text=True,
