@@ -294,8 +294,8 @@ def _cpu_info(value, where):
         if not isinstance(maxphysaddr, dict):
             raise SchedulerInputError("%s: cpu_info.maxphysaddr must be a dict {mode, bits}, got %r" % (where, maxphysaddr))
         if maxphysaddr.get("bits") is not None:
-            value = dict(value, maxphysaddr=dict(maxphysaddr, bits=_number("cpu_info.maxphysaddr.bits",
-                                                                            maxphysaddr["bits"], where)))
+            bits = _number("cpu_info.maxphysaddr.bits", maxphysaddr["bits"], where)
+            value = dict(value, maxphysaddr=dict(maxphysaddr, bits=bits))
     return value
 
 
