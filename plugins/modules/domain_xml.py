@@ -83,7 +83,11 @@ options:
     description: CPU model for O(cpu_mode=custom), for example C(qemu64).
     type: str
   owner:
-    description: Owner recorded in the metadata, with C(user_id), C(user_name), C(project_id), C(project_name).
+    description:
+      - Owner recorded in the metadata, with C(user_id), C(user_name), C(project_id), C(project_name).
+      - C(user) and C(project) (the shape of the C(nimbus.compute.server) role's C(server_owner)) are accepted as the
+        user and project names.
+      - Any other key is an error.
     type: dict
     default: {}
   vnc:

@@ -75,7 +75,10 @@ def test_demo_boots_is_idempotent_and_deletes_cleanly(lab, guest_images):
         assert os.path.exists(os.path.join(inst, "libvirt.xml"))
         # virt_type auto: TCG on a CPU without vmx/svm (LAB.md), kvm only where it can run.
         expected_type = lab["virt_type"]
-        assert "<domain type='%s'" % expected_type in virsh("dumpxml", paths.domain_name(uuid)).stdout
+        live_xml = virsh("dumpxml", paths.domain_name(uuid)).stdout
+        assert "<domain type='%s'" % expected_type in live_xml
+        # demo.yml's server_owner {project, user} reaches the metadata (it used to be an empty <nimbus:owner/>).
+        assert "<nimbus:project>demo</nimbus:project>" in live_xml and "<nimbus:user>" in live_xml, live_xml
         assert virsh("domstate", paths.domain_name(uuid)).stdout.strip() == "running"
         assert oct(os.stat(inst).st_mode & 0o777) == "0o700"
         assert oct(os.stat(os.path.join(inst, "disk")).st_mode & 0o777) == "0o600"

@@ -277,8 +277,39 @@ def validate_request(req):
             ipaddress.ip_address(req.vnc_listen)
         except ValueError:
             raise ValidationError("vnc_listen must be an IP address, got %r" % req.vnc_listen, step=STEP)
-    req.owner = {k: _text(v, "owner %s" % k) for k, v in (req.owner or {}).items() if v is not None}
+    req.owner = _owner(req.owner)
     return req
+
+
+OWNER_KEYS = ("user_id", "user_name", "project_id", "project_name")
+# The server role's documented shape {project, user}: both are names.
+OWNER_ALIASES = {"user": "user_name", "project": "project_name"}
+
+
+def _owner(owner):
+    """``{user_id, user_name, project_id, project_name}`` from either shape; unknown keys are refused (an
+    owner we silently drop is an empty ``<nimbus:owner/>``)."""
+    if owner in (None, ""):
+        return {}
+    if not isinstance(owner, dict):
+        raise ValidationError("owner must be a dict, got %r" % (owner,), step=STEP)
+    unknown = sorted(str(k) for k in owner if k not in OWNER_KEYS and k not in OWNER_ALIASES)
+    if unknown:
+        raise ValidationError("unknown owner keys %s (known: %s)"
+                              % (", ".join(unknown), ", ".join((*OWNER_ALIASES, *OWNER_KEYS))), step=STEP)
+    normalised, given_as = {}, {}
+    for key, value in owner.items():
+        if value is None or value == "":
+            continue
+        if isinstance(value, (dict, list, bool)):
+            raise ValidationError("owner %s must be a string, got %r" % (key, value), step=STEP)
+        field = OWNER_ALIASES.get(key, key)
+        if field in normalised:
+            raise ValidationError("owner %s and %s both give the %s; use one" % (given_as[field], key, field.replace("_", " ")),
+                                  step=STEP)
+        normalised[field] = _text(value, "owner %s" % key)
+        given_as[field] = key
+    return normalised
 
 
 def _topology(flavor):

@@ -201,6 +201,31 @@ def test_text_xml_cannot_hold_is_a_validation_error_not_a_traceback(change, what
     assert info.value.step == "domain_xml"
 
 
+def _owner(dom):
+    owner = dom.find("metadata/n:instance/n:owner", NS)
+    return {el.tag.split("}")[1]: (el.text, el.get("uuid")) for el in owner} if owner is not None else None
+
+
+def test_owner_in_the_server_roles_shape_is_written_not_dropped():
+    # playbooks/demo.yml passes {project, user}: that used to give an empty <nimbus:owner/>.
+    dom = build(request(owner={"project": "demo", "user": "alice"}))
+    assert _owner(dom) == {"user": ("alice", None), "project": ("demo", None)}
+    ids = build(request(owner={"user_id": "u-1", "user_name": "bob", "project_id": "p-1", "project": "demo"}))
+    assert _owner(ids) == {"user": ("bob", "u-1"), "project": ("demo", "p-1")}
+    assert _owner(build(request(owner={}))) is None and _owner(build(request(owner={"user": ""}))) is None
+
+
+@pytest.mark.parametrize("owner, message", [
+    ({"project": "demo", "tenant": "x"}, "unknown owner keys tenant"),
+    ({"user": "alice", "user_name": "bob"}, "owner user and user_name both give the user name"),
+    ({"project": {"name": "demo"}}, "owner project must be a string"),
+    (["alice"], "owner must be a dict"),
+])
+def test_bad_owner_is_refused(owner, message):
+    with pytest.raises(ValidationError, match=message):
+        xml_builder.generate(request(owner=owner), host())
+
+
 def test_tabs_newlines_and_non_ascii_are_fine():
     dom = build(request(name="tab\there\nnewline \u00e9\u4e2d \U0001f600"))
     assert dom.findtext("metadata/n:instance/n:name", namespaces=NS) == "tab\there\nnewline \u00e9\u4e2d \U0001f600"
