@@ -62,7 +62,9 @@ options:
       - C(uuid) is always the instance UUID; C(name) and C(hostname) are filled in when missing.
     type: dict
   user_data:
-    description: User data for the guest (at most 65535 bytes). Never echoed in the result.
+    description:
+      - User data for the guest (at most 65535 bytes). It may carry secrets, so it is C(no_log) and never echoed, neither
+        in the result nor in the module invocation.
     type: str
   network_data:
     description: Content of C(network_data.json) (C(links), C(networks), C(services)).
@@ -183,7 +185,7 @@ ARGUMENT_SPEC = spec(
     config_drive=dict(type="bool", default=False),
     name=dict(type="str"),
     meta_data=dict(type="dict"),
-    user_data=dict(type="str"),
+    user_data=dict(type="str", no_log=True),  # may carry secrets (passwords, keys): never echoed
     network_data=dict(type="dict"),
     ephemeral_format=dict(type="str"),
     files=dict(type="list", elements="str"),
