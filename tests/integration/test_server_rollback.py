@@ -1,7 +1,9 @@
 """The `server` role's rescue on the real lab: make a step fail in turn (a broken qemu-img first on
-PATH, libvirt unreachable, a read-only instances dir), check that nothing of the server is left
-(no domain, no instance dir, no claim), that the failure names the step, and that the next run
-with the fault gone builds the server."""
+PATH, libvirt unreachable, a read-only instances dir, a failing virt-xml-validate, a domain libvirt
+refuses to define, one QEMU cannot start), check that nothing of the server is left (no domain, no
+instance dir, no claim), that the failure names the step exactly, and that the next run with the
+fault gone builds the server. A failed re-run leaves the older server as it was; bad input fails
+before any change."""
 
 from __future__ import annotations
 
@@ -55,39 +57,46 @@ def broken_tool(tmp_path, name):
     return {"PATH": "%s:%s" % (fake, os.environ["PATH"])}
 
 
-@pytest.fixture
-def broken_qemu_img(tmp_path):
-    return broken_tool(tmp_path, "qemu-img")
-
-
-@pytest.mark.parametrize("fault", ["qemu-img", "libvirt", "read-only"])
-def test_failed_step_rolls_back_and_rerun_builds(fault, guest_images, broken_qemu_img, tmp_path):
-    uuid = {"qemu-img": "5b0c1e1e-0000-4000-8000-0000000000a1", "libvirt": "5b0c1e1e-0000-4000-8000-0000000000a2",
-            "read-only": "5b0c1e1e-0000-4000-8000-0000000000a3"}[fault]
+@pytest.fixture(scope="module")
+def warm_cache(guest_images, tmp_path_factory):
+    """Cache the images once, so the faults hit the steps after image_cache."""
     os.makedirs(INSTANCES, exist_ok=True)
-    # Cache the images first, so the fault hits the steps after image_cache.
-    warm = run_role(tmp_path, "server", server_vars(guest_images, uuid, server_state="defined"))
+    uuid, tmp = "5b0c1e1e-0000-4000-8000-0000000000a0", tmp_path_factory.mktemp("warm")
+    warm = run_role(tmp, "server", server_vars(guest_images, uuid, server_state="defined"))
     assert warm.returncode == 0, warm.stdout[-3000:]
-    assert delete(tmp_path, uuid).returncode == 0
+    assert delete(tmp, uuid).returncode == 0
     nothing_left(uuid)
 
-    env, extra, expected_step = None, {}, None
-    if fault == "qemu-img":
-        env, expected_step = broken_qemu_img, "instance_disks"
-    elif fault == "libvirt":
-        extra, expected_step = {"server_libvirt_uri": "qemu:///system?socket=/nonexistent/libvirt-sock"}, "instance_claim"
-    else:
+
+# fault -> (last uuid digit, step that must fail, extra role vars). "libvirt": the up-front check of the
+# request is the first step that talks to libvirt. "define": libvirt refuses more vCPUs than the machine
+# type takes (255) at define. "start": QEMU cannot allocate 2 TiB of guest RAM (define succeeded).
+FAULTS = {
+    "qemu-img": ("1", "instance_disks", {}),
+    "libvirt": ("2", "domain_xml", {"server_libvirt_uri": "qemu:///system?socket=/nonexistent/libvirt-sock"}),
+    "read-only": ("3", "instance_claim", {}),
+    "virt-xml-validate": ("4", "domain_xml", {}),
+    "define": ("5", "domain", {"server_flavor": dict(FLAVOR, vcpus=300), "server_total_vcpus": 100}),
+    "start": ("6", "domain", {"server_flavor": dict(FLAVOR, memory_mb=2 << 20), "server_total_memory_mb": 4 << 20}),
+}
+
+
+@pytest.mark.parametrize("fault", list(FAULTS))
+def test_failed_step_rolls_back_and_rerun_builds(fault, guest_images, warm_cache, tmp_path):
+    digit, expected_step, extra = FAULTS[fault]
+    uuid = "5b0c1e1e-0000-4000-8000-0000000000a" + digit
+    env = broken_tool(tmp_path, fault) if fault in ("qemu-img", "virt-xml-validate") else None
+    if fault == "read-only":
         # Root ignores mode bits: a read-only bind mount makes instances_path really read-only.
         subprocess.run(["mount", "--bind", INSTANCES, INSTANCES], check=True)
         subprocess.run(["mount", "-o", "remount,ro,bind", INSTANCES], check=True)
-        expected_step = "instance_claim"
     try:
         failed = run_role(tmp_path, "server", server_vars(guest_images, uuid, **extra), extra_env=env)
     finally:
         if fault == "read-only":
             subprocess.run(["umount", INSTANCES], check=True)
     assert failed.returncode != 0
-    assert "%s failed" % expected_step in failed.stdout or expected_step in failed.stdout, failed.stdout[-3000:]
+    assert failed_step(failed, uuid) == expected_step, failed.stdout[-3000:]
     assert "Traceback" not in failed.stdout
     nothing_left(uuid)
 
@@ -96,6 +105,46 @@ def test_failed_step_rolls_back_and_rerun_builds(fault, guest_images, broken_qem
     assert virsh("domstate", paths.domain_name(uuid)).stdout.strip() == "shut off"
     assert delete(tmp_path, uuid).returncode == 0
     nothing_left(uuid)
+
+
+def listing():
+    """Every file and dir under instances_path (the image cache included), but image_cache's per-image
+    locks: host-level, like locks/host.lock, they stay (test_demo allows them too)."""
+    found = []
+    for top, dirs, files in os.walk(INSTANCES):
+        found += [os.path.relpath(os.path.join(top, name), INSTANCES) for name in dirs + files]
+    return sorted(p for p in found if not re.match(r"locks/image-[0-9a-f]{40}\.lock$", p))
+
+
+@pytest.fixture(scope="module")
+def too_big_image(tmp_path_factory):
+    """A qcow2 image of 2 GiB virtual size (a few hundred KiB on disk)."""
+    path = tmp_path_factory.mktemp("images") / "big.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "2G"], check=True)
+    return {"id": "nimbus-test-rollback-2g", "src": "file://%s" % path, "disk_format": "qcow2", "properties": {}}
+
+
+@pytest.mark.parametrize("case", ["uuid", "ram-0", "bus", "root-smaller-than-image"])
+def test_bad_input_fails_and_leaves_nothing(case, guest_images, warm_cache, too_big_image, tmp_path):
+    """Everything but the image's size is refused by the check before the claim; the size is known once
+    image_cache has read the image, after the claim, which the rescue then releases."""
+    uuid = "not-a-uuid" if case == "uuid" else "5b0c1e1e-0000-4000-8000-0000000000c1"
+    bus = dict(guest_images["nimbus_guest_image"])
+    bus["properties"] = dict(bus["properties"], hw_disk_bus="floppy")
+    expected_step, extra = {
+        "uuid": ("domain_xml", {}),
+        "ram-0": ("domain_xml", {"server_flavor": dict(FLAVOR, memory_mb=0)}),
+        "bus": ("domain_xml", {"server_image": bus}),
+        "root-smaller-than-image": ("image_cache", {"server_image": too_big_image}),
+    }[case]
+    before = listing()
+    failed = run_role(tmp_path, "server", server_vars(guest_images, uuid, **extra))
+    assert failed.returncode != 0 and "Traceback" not in failed.stdout
+    assert failed_step(failed, uuid) == expected_step, failed.stdout[-3000:]
+    assert listing() == before, "bad input left something under instances_path"
+    assert "instance-" + uuid not in virsh("list", "--all", "--name").stdout.split()
+    if expected_step == "domain_xml":
+        assert "Claim resources on this host" not in failed.stdout, "refused before the claim, not rolled back"
 
 
 def server_state(uuid):
@@ -128,6 +177,17 @@ def test_failed_rerun_leaves_the_older_server_untouched(guest_images, tmp_path):
                            extra_env=broken_tool(tmp_path, "virt-xml-validate"))
         assert rebuilt.returncode != 0 and failed_step(rebuilt, uuid) == "domain_xml", rebuilt.stdout[-3000:]
         assert server_state(uuid) == before, "the rollback removed older disks or the domain"
+
+        # Only the domain is gone (as after domain state=absent, which keeps the files); a re-run defines it
+        # again and its start fails (2 TiB of RAM): that domain is this run's and goes, the claim and disks stay.
+        virsh("undefine", paths.domain_name(uuid))
+        restarted = run_role(tmp_path, "server", server_vars(guest_images, uuid, server_flavor=dict(FLAVOR, memory_mb=2 << 20),
+                                                             server_total_memory_mb=4 << 20))
+        assert restarted.returncode != 0 and failed_step(restarted, uuid) == "domain", restarted.stdout[-3000:]
+        assert "Remove the domain this run defined" in restarted.stdout
+        assert paths.domain_name(uuid) not in virsh("list", "--all", "--name").stdout.split(), "the run's domain stayed"
+        disk = os.stat(os.path.join(paths.instance_dir(INSTANCES, uuid), "disk"))
+        assert (disk.st_ino, disk.st_size, disk.st_mtime_ns) == before["disk"], "the older root disk was touched"
     finally:
         assert delete(tmp_path, uuid).returncode == 0
     nothing_left(uuid)

@@ -588,6 +588,10 @@ def write_domain_xml(params, check_mode=False):
     instances_path = req.instances_path
     path = os.path.join(req.instance_dir, "libvirt.xml")
     probe_dir = os.path.dirname(req.disks[0]["path"]) if req.disks else req.instance_dir
+    if check_mode and not os.path.isdir(probe_dir):
+        # The O_DIRECT probe writes a file; check mode does not create anything outside a dir we own (a
+        # request checked before the server exists would probe the instances_path or its parents).
+        probe_dir = None
     with Connection(params.get("libvirt_uri") or "qemu:///system", step=STEP) as conn:
         host = probe_host(conn, virt_type, machine=req.properties.get("hw_machine_type"), disk_dir=probe_dir)
     exists = os.path.isdir(req.instance_dir)
