@@ -198,8 +198,11 @@ def wait_for_console(path, marker, timeout=90):
     raise AssertionError("%r not on the console within %d s:\n%s" % (marker, timeout, text[-2000:]))
 
 
-@pytest.mark.skipif(not os.path.exists(os.path.join(GUEST, "vmlinuz")), reason="guest image not built (make image)")
 def test_guest_boots_with_direct_kernel_boot(server):
+    missing = [n for n in ("vmlinuz", "initrd.img", "root.qcow2") if not os.path.exists(os.path.join(GUEST, n))]
+    if missing:
+        # A lab prerequisite: a failure under NIMBUS_REQUIRE_LAB=1 (make test), never a silent skip there.
+        unavailable("guest image not built (make image): %s missing in %s" % (", ".join(missing), GUEST))
     base = os.path.join(server.instances_path, "_base")
     os.makedirs(base, mode=0o755)
     for name in ("vmlinuz", "initrd.img"):
