@@ -86,8 +86,9 @@ def main():
 
     print("nimbus.compute fleet benchmark: %d servers (%s) over %d hypervisors, forks %d, %d CPUs"
           % (args.count, args.state, len(fleet.hypervisors()), args.forks, os.cpu_count()))
-    print("placement: %s; failed: %d; down: %s" % (", ".join("%s=%d" % kv for kv in sorted(hosts.items())), len(failed),
-                                                    ", ".join(sorted(many.get("down_hosts") or {})) or "none"))
+    placement = ", ".join("%s=%d" % kv for kv in sorted(hosts.items()))
+    down = ", ".join(sorted(many.get("down_hosts") or {})) or "none"
+    print("placement: %s; failed: %d; down: %s" % (placement, len(failed), down))
     print()
     print("%-16s %10s %12s %12s" % ("play", "wall s", "per server s", "vs 1 server"))
     print("%-16s %10.1f %12.1f %12s" % ("create 1", one_wall, one_server["seconds"], "1.00x"))

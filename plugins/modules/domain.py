@@ -55,7 +55,7 @@ options:
     default: false
   reboot:
     description:
-      - Reboot a domain that was already running (or paused: it is resumed first). V(soft) is a clean shutdown then start
+      - Reboot a domain that was already running (or paused, which is resumed first). V(soft) is a clean shutdown then start
         (forced when the guest ignores ACPI and O(force_after_timeout)); V(hard) destroys and starts it from its definition.
         Always C(changed=true).
       - Needs O(state=running) and cannot be combined with O(start_paused); anything else is an error before any change.

@@ -71,8 +71,8 @@ def test_server_role_rejects_bad_variables_before_anything_runs(lab_fleet, tmp_p
     ("image_cache_cleanup", {"image_cache_cleanup_part_min_age": {"hours": 1}}, "image_cache_cleanup_part_min_age",
      "Remove unused base images"),
 ])
-def test_delete_and_cleanup_roles_reject_bad_variables_before_anything_runs(lab_fleet, tmp_path, role, role_vars,
-                                                                              words, first_task):
+def test_delete_and_cleanup_roles_reject_bad_variables_before_anything_runs(
+        lab_fleet, tmp_path, role, role_vars, words, first_task):
     before = fleet.snapshot()
     proc = role_play(tmp_path, role, role_vars)
     assert proc.returncode == 2 and "Validating arguments against arg spec" in proc.stdout

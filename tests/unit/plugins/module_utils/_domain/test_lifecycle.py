@@ -189,7 +189,6 @@ def test_xml_we_would_not_manage_is_refused(conn, uuid):
     assert lifecycle.find(conn, uuid=uuid) is None
 
 
-
 def _run(tmp_path, uuid, progress):
     (tmp_path / uuid).mkdir()
     return lifecycle.run({"uuid": uuid, "instances_path": str(tmp_path), "libvirt_uri": "test:///default",
