@@ -70,14 +70,15 @@ def warm_cache(guest_images, tmp_path_factory):
 
 # fault -> (last uuid digit, step that must fail, extra role vars). "libvirt": the up-front check of the
 # request is the first step that talks to libvirt. "define": libvirt refuses more vCPUs than the machine
-# type takes (255) at define. "start": QEMU cannot allocate 2 TiB of guest RAM (define succeeded).
+# type takes (255) at define. A start that fails after the define (QEMU cannot allocate 2 TiB of RAM) is
+# in test_failed_rerun_leaves_the_older_server_untouched, where only the failure's "defined" can tell
+# the rescue that the domain is this run's.
 FAULTS = {
     "qemu-img": ("1", "instance_disks", {}),
     "libvirt": ("2", "domain_xml", {"server_libvirt_uri": "qemu:///system?socket=/nonexistent/libvirt-sock"}),
     "read-only": ("3", "instance_claim", {}),
     "virt-xml-validate": ("4", "domain_xml", {}),
     "define": ("5", "domain", {"server_flavor": dict(FLAVOR, vcpus=300), "server_total_vcpus": 100}),
-    "start": ("6", "domain", {"server_flavor": dict(FLAVOR, memory_mb=2 << 20), "server_total_memory_mb": 4 << 20}),
 }
 
 
@@ -188,6 +189,11 @@ def test_failed_rerun_leaves_the_older_server_untouched(guest_images, tmp_path):
         assert paths.domain_name(uuid) not in virsh("list", "--all", "--name").stdout.split(), "the run's domain stayed"
         disk = os.stat(os.path.join(paths.instance_dir(INSTANCES, uuid), "disk"))
         assert (disk.st_ino, disk.st_size, disk.st_mtime_ns) == before["disk"], "the older root disk was touched"
+
+        again = run_role(tmp_path, "server", server_vars(guest_images, uuid, server_state="defined"))
+        assert again.returncode == 0, again.stdout[-3000:]
+        assert server_state(uuid)["disk"] == before["disk"], "the re-run kept the older root disk"
+        assert virsh("domstate", paths.domain_name(uuid)).stdout.strip() == "shut off"
     finally:
         assert delete(tmp_path, uuid).returncode == 0
     nothing_left(uuid)
