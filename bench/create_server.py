@@ -4,8 +4,9 @@
 roles, against the floor measured in the same run:
 
   floor      = qemu-img create (overlay) + virsh define + virsh start + virsh destroy + virsh undefine + rm
-  ansible    = the same number of module tasks of a no-op module (ansible.builtin.ping) in one play:
-               Ansible's own per-task cost, reported separately
+  ansible    = the same tasks that ran (skipped ones left out), each module task replaced by a no-op
+               module (one copy per distinct module used) and each controller-only task by a no-op
+               set_fact, in one play: Ansible's own per-task cost, reported separately
   nimbus     = ansible-playbook running roles server then server_delete
 
 for a 10 MiB and a 2 GiB raw base image (the time must not grow with image size).
@@ -61,25 +62,39 @@ PLAY = """
 """
 
 
-def env():
-    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1")
+def env(count_file):
+    return dict(os.environ, ANSIBLE_COLLECTIONS_PATH=os.path.join(ROOT, ".collections"), ANSIBLE_NOCOLOR="1",
+                ANSIBLE_CALLBACK_PLUGINS=os.path.join(ROOT, "bench", "callbacks"),
+                ANSIBLE_CALLBACKS_ENABLED="nimbus_task_count", NIMBUS_TASK_COUNT_FILE=count_file)
 
 
-def playbook(path, extra_vars):
+NOOP_MODULE = """#!/usr/bin/python
+from ansible.module_utils.basic import AnsibleModule
+
+
+def main():
+    AnsibleModule(argument_spec={}, supports_check_mode=True).exit_json(changed=False)
+
+
+if __name__ == "__main__":
+    main()
+"""
+
+
+def playbook(path, extra_vars, library=None):
+    """Wall time of one ansible-playbook run and the tasks that ran in it (skipped ones excluded):
+    {"module": tasks that ran a module process on the host, "controller": set_fact, include_* ...}."""
+    count_file = path + ".count.json"
     argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
-            "-e", "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"), "-e", json.dumps(extra_vars), path]
+            "-e", "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"), "-e", "ansible_pipelining=true",
+            "-e", json.dumps(extra_vars), path] + (["-M", library] if library else [])
     started = time.perf_counter()
-    proc = subprocess.run(argv, capture_output=True, text=True, env=env(), check=False)
+    proc = subprocess.run(argv, capture_output=True, text=True, env=env(count_file), check=False)
     elapsed = time.perf_counter() - started
     if proc.returncode != 0:
         sys.exit("bench: playbook failed:\n" + proc.stdout[-3000:])
-    return elapsed, proc.stdout
-
-
-def module_task_count(stdout):
-    """Tasks that ran a module on the host (set_fact / include_* / debug run on the controller)."""
-    controller_only = r"(?!Time |Record |Start the step|Decide)"
-    return len(re.findall(r"^TASK \[nimbus\.compute\.(?:server|server_delete) : " + controller_only, stdout, re.M))
+    with open(count_file, encoding="utf-8") as handle:
+        return elapsed, json.load(handle)
 
 
 def make_raw_image(path, size):
@@ -141,13 +156,15 @@ def main():
         base_vars = {"bench_flavor": FLAVOR, "bench_image": image, "bench_instances": INSTANCES, **guest}
         # Warm-up: caches the image in _base (not timed) and gives us the XML the floor reuses.
         playbook(play, {**base_vars, "bench_uuid": str(uuidlib.uuid4())})
-        ours, tasks = [], 0
+        ours, tasks = [], None
         xml_template = None
         for _run in range(args.runs):
             run_uuid = str(uuidlib.uuid4())
-            elapsed, out = playbook(play, {**base_vars, "bench_uuid": run_uuid})
+            elapsed, counted = playbook(play, {**base_vars, "bench_uuid": run_uuid})
             ours.append(elapsed)
-            tasks = module_task_count(out)
+            if tasks not in (None, counted):
+                sys.exit("bench: the runs ran different tasks: %s vs %s" % (tasks, counted))
+            tasks = counted
         # One kept server gives the XML the floor defines.
         keep = str(uuidlib.uuid4())
         keep_vars = {**base_vars, "bench_uuid": keep}
@@ -157,18 +174,27 @@ def main():
         playbook_delete_only(tmp, keep_vars)
         base = os.path.join(INSTANCES, "_base", _sha1(image["id"]))
         floors = [floor_run(base, xml_template, tmp) for _run in range(args.runs)]
-        rows.append((label, statistics.median(ours), statistics.median(floors), tasks))
+        rows.append((label, ours, floors, tasks))
 
-    overhead = ansible_overhead(tmp, max(r[3] for r in rows))
-    print()
-    print("| base image | nimbus create+delete (median s) | floor (median s) | ansible no-op, same tasks (s) "
+    if rows[0][3] != rows[1][3]:
+        sys.exit("bench: the two image sizes ran different tasks: %s vs %s" % (rows[0][3], rows[1][3]))
+    tasks = rows[0][3]
+    overheads = ansible_overhead(tmp, tasks, args.runs)
+    overhead = statistics.median(overheads)
+    print("\n%d runs each, medians (min-max):" % args.runs)
+    print("| base image | nimbus create+delete (s) | floor (s) | ansible no-op, same tasks (s) "
           "| nimbus / (1.5 x floor + ansible) |")
     print("|---|---|---|---|---|")
-    for label, ours_s, floor_s, _tasks in rows:
-        print("| %s | %.2f | %.2f | %.2f | %.2f |" % (label, ours_s, floor_s, overhead, ours_s / (1.5 * floor_s + overhead)))
-    growth = rows[1][1] / rows[0][1]
-    print("\nmodule tasks per create+delete: %d; 2 GiB / 10 MiB time ratio: %.2f" % (rows[0][3], growth))
-    ok = all(r[1] <= 1.5 * r[2] + overhead for r in rows)
+    for label, ours, floors, _tasks in rows:
+        print("| %s | %s | %s | %s | %.2f |" % (label, _spread(ours), _spread(floors), _spread(overheads),
+                                                statistics.median(ours) / (1.5 * statistics.median(floors) + overhead)))
+    growth = statistics.median(rows[1][1]) / statistics.median(rows[0][1])
+    print("\ntasks that ran per create+delete: %d module tasks of %d distinct modules, %d controller-only tasks"
+          " (skipped ones not counted); the no-op play runs as many of each" % (tasks["module"], len(tasks["module_actions"]),
+                                                                              tasks["controller"]))
+    print("  by action: %s" % ", ".join("%s=%d" % item for item in sorted(tasks["actions"].items())))
+    print("2 GiB / 10 MiB time ratio: %.2f" % growth)
+    ok = all(statistics.median(r[1]) <= 1.5 * statistics.median(r[2]) + overhead for r in rows)
     print("create_server target_met=%s size_growth=%.2f" % (str(ok).lower(), growth))
     shutil.rmtree(WORK, ignore_errors=True)
 
@@ -195,11 +221,32 @@ def playbook_delete_only(tmp, extra):
     playbook(_write(tmp, "delete.yml", head + delete), extra)
 
 
-def ansible_overhead(tmp, tasks):
-    """One play with `tasks` no-op module tasks: Ansible's fixed and per-task cost."""
-    body = "".join("    - name: No-op %d\n      ansible.builtin.ping:\n" % i for i in range(tasks))
+def ansible_overhead(tmp, tasks, runs):
+    """Ansible's fixed and per-task cost: one play with the same tasks as the create+delete, each module
+    task replaced by a no-op module and each controller task by a no-op set_fact. Each module the
+    create+delete used gets its own copy of the no-op module, as Ansible builds one payload per distinct
+    module per run (about 0.2 s each here). Skipped tasks are left out on both sides.
+    Returns the times of `runs` plays."""
+    library = os.path.join(tmp, "library")
+    os.makedirs(library, exist_ok=True)
+    body = ""
+    for index, (_action, count) in enumerate(sorted(tasks["module_actions"].items())):
+        _write(library, "nimbus_noop_%d.py" % index, NOOP_MODULE)
+        body += "".join("    - name: No-op %d.%d\n      nimbus_noop_%d:\n" % (index, i, index) for i in range(count))
+    body += "".join("    - name: Fact %d\n      ansible.builtin.set_fact:\n        noop_%d: %d\n" % (i, i, i)
+                    for i in range(tasks["controller"]))
     path = _write(tmp, "noop.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n" + body)
-    return statistics.median(playbook(path, {})[0] for _run in range(3))
+    times = []
+    for _run in range(runs):
+        elapsed, counted = playbook(path, {}, library=library)
+        if (counted["module"], counted["controller"]) != (tasks["module"], tasks["controller"]):
+            sys.exit("bench: the no-op play ran %s" % counted)
+        times.append(elapsed)
+    return times
+
+
+def _spread(values):
+    return "%.2f (%.2f-%.2f)" % (statistics.median(values), min(values), max(values))
 
 
 if __name__ == "__main__":

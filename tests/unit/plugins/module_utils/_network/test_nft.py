@@ -143,12 +143,17 @@ class FakeNft:
     def __init__(self):
         self.tables = {}
         self.loads = []
+        self.calls = []
 
     def run(self, args, input_data=None, check=True):
-        if args[:2] == ["list", "tables"]:
-            out = "".join("table %s %s\n" % key for key in self.tables)
-        elif args[:2] == ["list", "table"]:
-            out = 'table %s %s {\n\tcomment "nimbus.compute %s"\n}\n' % (args[2], args[3], self.tables[(args[2], args[3])])
+        self.calls.append(args)
+        if args[:3] == ["-t", "list", "table"]:
+            key = (args[3], args[4])
+            if key not in self.tables:
+                return CommandResult(["nft", *args], 1, "", "Error: No such file or directory\nlist table %s %s\n" % key)
+            out = 'table %s %s {\n\tcomment "nimbus.compute %s"\n}\n' % (key[0], key[1], self.tables[key])
+        elif args[:1] == ["list"]:
+            raise AssertionError("nft %s reads the whole ruleset" % " ".join(args))
         else:
             script = input_data.decode()
             self.loads.append((args, script))
@@ -180,6 +185,25 @@ def test_ensure_is_idempotent_and_removes():
     assert fw.remove(INSTANCE) is False
 
 
+def test_tables_reads_only_this_instances_tables():
+    fake = FakeNft()
+    fw = nft.Firewall(runner=fake)
+    assert fw.tables(INSTANCE) == {}
+    fw.ensure(request())
+    digest = nft.ruleset_digest(nft.ruleset_body(request()))
+    assert fw.tables(INSTANCE) == {"bridge": digest, "inet": digest}
+    assert {tuple(args[:3]) for args in fake.calls if "list" in args} == {("-t", "list", "table")}
+
+
+def test_tables_error_other_than_missing_is_a_network_error():
+    class Broken(FakeNft):
+        def run(self, args, input_data=None, check=True):
+            return CommandResult(["nft", *args], 1, "", "Error: Could not process rule: Operation not permitted")
+
+    with pytest.raises(NetworkError, match=r"nft list table bridge nimbus-.*Operation not permitted"):
+        nft.Firewall(runner=Broken()).tables(INSTANCE)
+
+
 def test_check_mode_only_checks():
     fake = FakeNft()
     assert nft.Firewall(runner=fake).ensure(request(), check_mode=True)[0] is True
@@ -189,7 +213,7 @@ def test_check_mode_only_checks():
 def test_refused_ruleset_is_a_network_error():
     class Refusing(FakeNft):
         def run(self, args, input_data=None, check=True):
-            if args[:1] == ["list"]:
+            if "list" in args:
                 return super().run(args, input_data, check)
             raise CommandError("nft -f failed: Error: syntax error", step="instance_network")
 
