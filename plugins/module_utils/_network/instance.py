@@ -43,8 +43,13 @@ def ensure_present(request, instances_path, *, netns=None, vif_type="bridge", sc
     registry = Registry(instances_path)  # a corrupt network.json fails here, before anything changes
     if any(p.port_security_enabled for p in request.ports):
         # Checked first, for every scope (the role's first call plugs links only): a host without
-        # bridge netfilter fails before any link changes, not after the bridges exist.
-        firewall.preflight()
+        # bridge netfilter fails before any link changes, not after the bridges exist. The firewall
+        # scope changes nothing before its one atomic nft load, so it skips the nft probe, which costs
+        # as much as a load on a host with many servers; ensure() runs it only to explain a failure.
+        if scope == "firewall":
+            firewall.check_sysctls()
+        else:
+            firewall.preflight()
     with registry.lock():
         if scope in ("all", "links"):
             vlan_plan, plan, created, uplinks = [], [], [], {}

@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandResult
 from ansible_collections.nimbus.compute.plugins.module_utils._network import nft
-from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import NetworkError
+from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import NetworkError, UnsupportedError
 from ansible_collections.nimbus.compute.plugins.module_utils._network.validation import parse_request
 
 INSTANCE = "11111111-2222-3333-4444-555555555555"
@@ -213,12 +213,33 @@ def test_check_mode_only_checks():
 def test_refused_ruleset_is_a_network_error():
     class Refusing(FakeNft):
         def run(self, args, input_data=None, check=True):
-            if "list" in args:
+            if "list" in args or b"nimbus-probe-" in (input_data or b""):
                 return super().run(args, input_data, check)
             raise CommandError("nft -f failed: Error: syntax error", step="instance_network")
 
-    with pytest.raises(NetworkError, match="nftables refused the ruleset"):
-        nft.Firewall(runner=Refusing()).ensure(request())
+    refusing = Refusing()
+    with pytest.raises(NetworkError, match="nftables refused the ruleset") as raised:
+        nft.Firewall(runner=refusing).ensure(request())
+    assert not isinstance(raised.value, UnsupportedError)
+    # The capability probe ran only after the load failed, to tell "refused" from "unsupported".
+    assert [b"nimbus-probe-" in script.encode() for _args, script in refusing.loads] == [True]
+
+
+def test_ensure_runs_no_capability_probe_when_the_load_succeeds():
+    fake = FakeNft()
+    nft.Firewall(runner=fake).ensure(request())
+    assert all("nimbus-probe-" not in script for _args, script in fake.loads)
+
+
+def test_a_failed_load_on_a_host_without_the_bridge_family_is_unsupported():
+    class Unsupported(FakeNft):
+        def run(self, args, input_data=None, check=True):
+            if "list" in args:
+                return super().run(args, input_data, check)
+            raise CommandError("nft -f failed: Error: Could not process rule: Operation not supported", step="instance_network")
+
+    with pytest.raises(UnsupportedError, match="nftables bridge family or inet conntrack is not available"):
+        nft.Firewall(runner=Unsupported()).ensure(request())
 
 
 @pytest.mark.skipif(os.geteuid() != 0 or not shutil.which("nft"), reason="nft -c needs root and nft")
