@@ -189,9 +189,9 @@ def main():
         print("| %s | %s | %s | %s | %.2f |" % (label, _spread(ours), _spread(floors), _spread(overheads),
                                                 statistics.median(ours) / (1.5 * statistics.median(floors) + overhead)))
     growth = statistics.median(rows[1][1]) / statistics.median(rows[0][1])
+    counts = (tasks["module"], len(tasks["module_actions"]), tasks["controller"])
     print("\ntasks that ran per create+delete: %d module tasks of %d distinct modules, %d controller-only tasks"
-          " (skipped ones not counted); the no-op play runs as many of each" % (tasks["module"], len(tasks["module_actions"]),
-                                                                              tasks["controller"]))
+          " (skipped ones not counted); the no-op play runs as many of each" % counts)
     print("  by action: %s" % ", ".join("%s=%d" % item for item in sorted(tasks["actions"].items())))
     print("2 GiB / 10 MiB time ratio: %.2f" % growth)
     ok = all(statistics.median(r[1]) <= 1.5 * statistics.median(r[2]) + overhead for r in rows)

@@ -134,8 +134,8 @@ def main():
               % (name, count, rules, gen * 1e3, load * 1e3, reload * 1e3, check * 1e3, (gen + load) * 1e3 / count))
     print()
     print("N servers x 1 port, one transaction each (the module's way); the N-th server applied with N-1 present:")
-    print("%8s %14s %12s %12s %10s %18s %12s" % ("servers", "load N-1 (s)", "apply (ms)", "again (ms)", "remove",
-                                                "old: list tables", "old: probe"))
+    columns = ("servers", "load N-1 (s)", "apply (ms)", "again (ms)", "remove", "old: list tables", "old: probe")
+    print("%8s %14s %12s %12s %10s %18s %12s" % columns)
     for count, populate, first_apply, again, remove, old_list, probe in servers:
         old = ">120 s" if old_list is None else "%.1f ms" % (old_list * 1e3)
         print("%8d %14.2f %12.1f %12.1f %8.1fms %18s %9.1f ms" % (count, populate, first_apply * 1e3, again * 1e3,
