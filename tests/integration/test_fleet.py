@@ -6,6 +6,7 @@ Most servers stay `defined` (claims and domains are real, guests do not boot) to
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,9 +94,19 @@ def test_create_boot_converge_and_delete(clean_fleet, guest_images, tmp_path):
                         networks=[{"name": "fleetnet", "type": "flat", "cidr": "10.78.0.0/24"}],
                         security_groups=[{"name": "default", "rules": [{"direction": "egress"}]}],
                         user_data="#!/bin/sh\necho fleet-user-data\n", scheduler=BUSY_RULES)
-    _proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
+    proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path)
     servers = fleet.by_name(summary)
     assert set(servers) == {"fleet-boot-1", "fleet-boot-2"}
+    # Each image is checked once on each chosen hypervisor; the builds' own image steps skip.
+    image_play = proc.stdout.split("PLAY [Cache the request's images once on each chosen hypervisor]")[1].split("\nPLAY [")[0]
+    checked = re.findall(r"^ok: \[(hv\d)\] => \(item=(\S+)\)$", image_play, re.M)
+    images = [req["image"]["id"], req["kernel_image"]["id"], req["ramdisk_image"]["id"]]
+    chosen = {s["host"] for s in servers.values()}
+    assert sorted(checked) == sorted((host, image) for host in chosen for image in images)
+    assert set(summary["image_cache_seconds"]) == chosen and all(0 < t < 120 for t in summary["image_cache_seconds"].values())
+    for task in ("Cache the root image in _base", "Cache the kernel and ramdisk for direct kernel boot"):
+        results = re.findall(r"^TASK \[nimbus\.compute\.server : %s\] \**\n(\w+):" % re.escape(task), proc.stdout, re.M)
+        assert results == ["skipping", "skipping"], (task, results)
     for server in servers.values():
         assert not server["failed"] and server["state"] == "running" and len(server["attempts"]) == 1
         assert fleet.domain_state(server["host"], server["uuid"]) == "running"

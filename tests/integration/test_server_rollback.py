@@ -197,3 +197,31 @@ def test_failed_rerun_leaves_the_older_server_untouched(guest_images, tmp_path):
     finally:
         assert delete(tmp_path, uuid).returncode == 0
     nothing_left(uuid)
+
+
+def test_images_the_caller_cached_are_not_checked_again(guest_images, warm_cache, tmp_path):
+    """server_cached_images ({image id: base path}, what create_server.yml's image play records) skips the
+    role's image_cache steps: with sources image_cache refuses (ftp), the build fails at image_cache
+    without the map and succeeds with it, from the given base paths."""
+    uuid = "5b0c1e1e-0000-4000-8000-0000000000a9"
+    records = {key: dict(guest_images[key], src="ftp://images.invalid/" + guest_images[key]["id"])
+               for key in ("nimbus_guest_image", "nimbus_guest_kernel", "nimbus_guest_ramdisk")}
+    unfetchable = {"server_image": records["nimbus_guest_image"], "server_kernel_image": records["nimbus_guest_kernel"],
+                   "server_ramdisk_image": records["nimbus_guest_ramdisk"], "server_state": "defined"}
+    refused = run_role(tmp_path, "server", server_vars(guest_images, uuid, **unfetchable))
+    assert refused.returncode != 0 and failed_step(refused, uuid) == "image_cache"
+    nothing_left(uuid)
+
+    cached = {rec["id"]: paths.base_path(INSTANCES, rec["id"]) for rec in records.values()}
+    built = run_role(tmp_path, "server", server_vars(guest_images, uuid, server_cached_images=cached, **unfetchable))
+    try:
+        assert built.returncode == 0, built.stdout[-3000:]
+        xml = virsh("dumpxml", "--inactive", paths.domain_name(uuid)).stdout
+        assert "<kernel>%s</kernel>" % cached[records["nimbus_guest_kernel"]["id"]] in xml
+        assert "<initrd>%s</initrd>" % cached[records["nimbus_guest_ramdisk"]["id"]] in xml
+        disk = os.path.join(paths.instance_dir(INSTANCES, uuid), "disk")
+        info = subprocess.run(["qemu-img", "info", "-U", "--output=json", disk], capture_output=True, text=True, check=True)
+        assert '"backing-filename": "%s"' % cached[records["nimbus_guest_image"]["id"]] in info.stdout
+    finally:
+        assert delete(tmp_path, uuid).returncode == 0
+    nothing_left(uuid)
