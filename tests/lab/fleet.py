@@ -31,6 +31,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 INVENTORY = os.path.join(HERE, "inventory", "hosts.yml")
+SUBREAPER = os.path.join(HERE, "subreaper.py")
 # Directories of the system daemon that each lab daemon gets its own copy of.
 MOUNTS = {
     "run": "/run/libvirt",
@@ -129,7 +130,9 @@ def start_one(host):
             pass
     binds = " && ".join("mount --bind %s %s" % (os.path.join(lab_dir, sub), target) for sub, target in MOUNTS.items())
     script = "%s && virtlogd -d -p %s/virtlogd.pid && libvirtd -d -p %s/libvirtd.pid" % (binds, lab_dir, lab_dir)
-    subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c", script], check=True, timeout=60)
+    # Under a subreaper, so each destroy returns as soon as QEMU exits (tests/lab/subreaper.py).
+    subprocess.run(["unshare", "--mount", "--propagation", "private", sys.executable, SUBREAPER, "sh", "-c", script],
+                   check=True, timeout=60)
     deadline = time.monotonic() + 60
     while not answering(uri):
         if time.monotonic() > deadline:

@@ -26,7 +26,8 @@ if ! answering; then
     running /run/virtlogd.pid || virtlogd -d
     if ! running /run/libvirtd.pid; then
       rm -f /run/libvirt/libvirt-sock /run/libvirtd.pid
-      libvirtd -d
+      # Under a subreaper: where PID 1 reaps slowly, each domain destroy would wait for it (LAB.md).
+      python3 "$(dirname "$0")/subreaper.py" libvirtd -d
     fi
   fi
   for _ in $(seq 1 60); do answering && break; sleep 0.5; done
