@@ -4,9 +4,9 @@
 roles, against the floor measured in the same run:
 
   floor      = qemu-img create (overlay) + virsh define + virsh start + virsh destroy + virsh undefine + rm
-  ansible    = the same tasks that ran (skipped ones left out), each module task replaced by a no-op
-               module (one copy per distinct module used) and each controller-only task by a no-op
-               set_fact, in one play: Ansible's own per-task cost, reported separately
+  ansible    = the same tasks, each module task that ran replaced by a no-op module (one copy per
+               distinct module used), each controller-only task by a no-op set_fact and each skipped
+               task by a skipped no-op task, in one play: Ansible's own per-task cost, reported separately
   nimbus     = ansible-playbook running roles server then server_delete
 
 for a 10 MiB and a 2 GiB raw base image (the time must not grow with image size).
@@ -82,8 +82,8 @@ if __name__ == "__main__":
 
 
 def playbook(path, extra_vars, library=None):
-    """Wall time of one ansible-playbook run and the tasks that ran in it (skipped ones excluded):
-    {"module": tasks that ran a module process on the host, "controller": set_fact, include_* ...}."""
+    """Wall time of one ansible-playbook run and its tasks: {"module": tasks that ran a module process on
+    the host, "controller": set_fact, include_* ..., "skipped": tasks whose condition was false}."""
     count_file = path + ".count.json"
     argv = [os.path.join(VENV_BIN, "ansible-playbook"), "-i", "localhost,", "-c", "local",
             "-e", "ansible_python_interpreter=" + os.path.join(VENV_BIN, "python"), "-e", "ansible_pipelining=true",
@@ -148,38 +148,41 @@ def main():
     with open(play, "w", encoding="utf-8") as handle:
         handle.write(PLAY)
 
-    rows = []
+    # Set-up (not timed): each base image cached, the tasks a run executes, and the XML the floor defines.
+    sizes = []
     for label, size in (("10 MiB", 10 << 20), ("2 GiB", 2 << 30)):
         src = os.path.join(tmp, "base-%d.raw" % size)
         make_raw_image(src, size)
         image = {"id": "bench-%d" % size, "src": "file://" + src, "disk_format": "raw", "properties": {}}
         base_vars = {"bench_flavor": FLAVOR, "bench_image": image, "bench_instances": INSTANCES, **guest}
-        # Warm-up: caches the image in _base (not timed) and gives us the XML the floor reuses.
-        playbook(play, {**base_vars, "bench_uuid": str(uuidlib.uuid4())})
-        ours, tasks = [], None
-        xml_template = None
-        for _run in range(args.runs):
-            run_uuid = str(uuidlib.uuid4())
-            elapsed, counted = playbook(play, {**base_vars, "bench_uuid": run_uuid})
-            ours.append(elapsed)
-            if tasks not in (None, counted):
-                sys.exit("bench: the runs ran different tasks: %s vs %s" % (tasks, counted))
-            tasks = counted
-        # One kept server gives the XML the floor defines.
-        keep = str(uuidlib.uuid4())
-        keep_vars = {**base_vars, "bench_uuid": keep}
+        _elapsed, tasks = playbook(play, {**base_vars, "bench_uuid": str(uuidlib.uuid4())})
+        keep_vars = {**base_vars, "bench_uuid": str(uuidlib.uuid4())}
         playbook_create_only(tmp, keep_vars)
-        with open(os.path.join(INSTANCES, keep, "libvirt.xml"), encoding="utf-8") as handle:
+        with open(os.path.join(INSTANCES, keep_vars["bench_uuid"], "libvirt.xml"), encoding="utf-8") as handle:
             xml_template = floor_xml(handle.read())
         playbook_delete_only(tmp, keep_vars)
         base = os.path.join(INSTANCES, "_base", _sha1(image["id"]))
-        floors = [floor_run(base, xml_template, tmp) for _run in range(args.runs)]
-        rows.append((label, ours, floors, tasks))
+        sizes.append({"label": label, "vars": base_vars, "tasks": tasks, "base": base, "xml": xml_template,
+                      "ours": [], "floors": []})
+    if sizes[0]["tasks"] != sizes[1]["tasks"]:
+        sys.exit("bench: the two image sizes ran different tasks: %s vs %s" % (sizes[0]["tasks"], sizes[1]["tasks"]))
+    tasks = sizes[0]["tasks"]
+    noop_play, library = noop_playbook(tmp, tasks)
 
-    if rows[0][3] != rows[1][3]:
-        sys.exit("bench: the two image sizes ran different tasks: %s vs %s" % (rows[0][3], rows[1][3]))
-    tasks = rows[0][3]
-    overheads = ansible_overhead(tmp, tasks, args.runs)
+    # Interleaved rounds: a slow spell of the machine hits every side alike, not only the one running then.
+    overheads = []
+    for _run in range(args.runs):
+        for one in sizes:
+            elapsed, counted = playbook(play, {**one["vars"], "bench_uuid": str(uuidlib.uuid4())})
+            if counted != tasks:
+                sys.exit("bench: the runs ran different tasks: %s vs %s" % (tasks, counted))
+            one["ours"].append(elapsed)
+            one["floors"].append(floor_run(one["base"], one["xml"], tmp))
+        elapsed, counted = playbook(noop_play, {}, library=library)
+        if any(counted[key] != tasks[key] for key in ("module", "controller", "skipped")):
+            sys.exit("bench: the no-op play ran %s" % counted)
+        overheads.append(elapsed)
+    rows = [(one["label"], one["ours"], one["floors"], tasks) for one in sizes]
     overhead = statistics.median(overheads)
     print("\n%d runs each, medians (min-max):" % args.runs)
     print("| base image | nimbus create+delete (s) | floor (s) | ansible no-op, same tasks (s) "
@@ -189,9 +192,9 @@ def main():
         print("| %s | %s | %s | %s | %.2f |" % (label, _spread(ours), _spread(floors), _spread(overheads),
                                                 statistics.median(ours) / (1.5 * statistics.median(floors) + overhead)))
     growth = statistics.median(rows[1][1]) / statistics.median(rows[0][1])
-    counts = (tasks["module"], len(tasks["module_actions"]), tasks["controller"])
+    counts = (tasks["module"], len(tasks["module_actions"]), tasks["controller"], tasks["skipped"])
     print("\ntasks that ran per create+delete: %d module tasks of %d distinct modules, %d controller-only tasks"
-          " (skipped ones not counted); the no-op play runs as many of each" % counts)
+          ", %d skipped tasks; the no-op play runs (or skips) as many of each" % counts)
     print("  by action: %s" % ", ".join("%s=%d" % item for item in sorted(tasks["actions"].items())))
     print("2 GiB / 10 MiB time ratio: %.2f" % growth)
     ok = all(statistics.median(r[1]) <= 1.5 * statistics.median(r[2]) + overhead for r in rows)
@@ -221,12 +224,12 @@ def playbook_delete_only(tmp, extra):
     playbook(_write(tmp, "delete.yml", head + delete), extra)
 
 
-def ansible_overhead(tmp, tasks, runs):
+def noop_playbook(tmp, tasks):
     """Ansible's fixed and per-task cost: one play with the same tasks as the create+delete, each module
     task replaced by a no-op module and each controller task by a no-op set_fact. Each module the
     create+delete used gets its own copy of the no-op module, as Ansible builds one payload per distinct
-    module per run (about 0.2 s each here). Skipped tasks are left out on both sides.
-    Returns the times of `runs` plays."""
+    module per run (about 0.2 s each here). A skipped task is mirrored by a skipped no-op task: Ansible
+    still templates its condition (about 30 ms here). Returns the play's path and its module library."""
     library = os.path.join(tmp, "library")
     os.makedirs(library, exist_ok=True)
     body = ""
@@ -235,14 +238,9 @@ def ansible_overhead(tmp, tasks, runs):
         body += "".join("    - name: No-op %d.%d\n      nimbus_noop_%d:\n" % (index, i, index) for i in range(count))
     body += "".join("    - name: Fact %d\n      ansible.builtin.set_fact:\n        noop_%d: %d\n" % (i, i, i)
                     for i in range(tasks["controller"]))
-    path = _write(tmp, "noop.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n" + body)
-    times = []
-    for _run in range(runs):
-        elapsed, counted = playbook(path, {}, library=library)
-        if (counted["module"], counted["controller"]) != (tasks["module"], tasks["controller"]):
-            sys.exit("bench: the no-op play ran %s" % counted)
-        times.append(elapsed)
-    return times
+    body += "".join("    - name: Skipped %d\n      nimbus_noop_0:\n      when: noop_skip | default(false)\n" % i
+                    for i in range(tasks["skipped"]))
+    return _write(tmp, "noop.yml", "- hosts: all\n  gather_facts: false\n  tasks:\n" + body), library
 
 
 def _spread(values):

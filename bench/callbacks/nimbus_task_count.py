@@ -3,8 +3,10 @@
 """Counts the tasks of a play by where they ran, for bench/create_server.py.
 
 A module task costs a process on the host (AnsiballZ); a controller-only action (set_fact, debug,
-include_*, assert ...) costs a fork of the controller. Skipped tasks cost neither and are not counted.
-Writes ``{"module": n, "controller": m, "actions": {...}, "module_actions": {...}}`` to $NIMBUS_TASK_COUNT_FILE at the end.
+include_*, assert ...) costs a fork of the controller. A skipped task costs neither, but Ansible still
+templates its condition and reports it (about 30 ms here): skipped tasks are counted apart.
+Writes ``{"module": n, "controller": m, "skipped": k, "actions": {...}, "module_actions": {...}}`` to
+$NIMBUS_TASK_COUNT_FILE at the end.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ class CallbackModule(CallbackBase):
     def __init__(self):
         super().__init__()
         self.actions = {}
+        self.skipped = 0
 
     def _count(self, result):
         action = result.task_fields.get("action") or result._task.action
@@ -53,6 +56,10 @@ class CallbackModule(CallbackBase):
         if "results" not in result._result:
             self._count(result)
 
+    # Once per skipped task (an empty loop included); a loop's skipped items are not counted.
+    def v2_runner_on_skipped(self, result):
+        self.skipped += 1
+
     def v2_runner_item_on_ok(self, result):
         self._count(result)
 
@@ -65,7 +72,7 @@ class CallbackModule(CallbackBase):
             return
         module_actions = {action: n for action, n in self.actions.items() if action not in CONTROLLER_ACTIONS}
         module = sum(module_actions.values())
-        summary = {"module": module, "controller": sum(self.actions.values()) - module, "actions": self.actions,
-                   "module_actions": module_actions}
+        summary = {"module": module, "controller": sum(self.actions.values()) - module, "skipped": self.skipped,
+                   "actions": self.actions, "module_actions": module_actions}
         with open(path, "w", encoding="utf-8") as handle:
             json.dump(summary, handle)

@@ -19,7 +19,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.errors impo
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
-from ansible_collections.nimbus.compute.plugins.module_utils._domain.xml_builder import METADATA_NS
+from ansible_collections.nimbus.compute.plugins.module_utils._domain.metadata import METADATA_NS
 
 STATES = ("defined", "running", "paused", "shutdown", "destroyed", "absent")
 REBOOT_MODES = ("soft", "hard")

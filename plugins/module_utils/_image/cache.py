@@ -20,8 +20,8 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic impo
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
 from ansible_collections.nimbus.compute.plugins.module_utils._disk import qemu_img
-from ansible_collections.nimbus.compute.plugins.module_utils._image import fetch as fetching
 from ansible_collections.nimbus.compute.plugins.module_utils._image import format_inspector as inspector
+from ansible_collections.nimbus.compute.plugins.module_utils._image import source
 from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import STEP, ImageError, ImageRefused
 
 FORMATS = inspector.DISK_FORMATS + inspector.KERNEL_FORMATS
@@ -49,11 +49,11 @@ class ImageRequest:
         if max_virtual_size_gb is not None and max_virtual_size_gb < 0:
             raise ValidationError("max_virtual_size_gb must not be negative, got %r" % max_virtual_size_gb, step=STEP)
         paths.validate_instances_path(instances_path, step=STEP)
-        fetching.validate_src(src)
+        source.validate_src(src)
         if url_password is not None and url_username is None:
             raise ValidationError("url_password needs url_username", step=STEP)
         self.credentials = (url_username, url_password or "") if url_username is not None else None
-        self.checksum = fetching.parse_checksum(checksum)
+        self.checksum = source.parse_checksum(checksum)
         self.image_id = str(image_id)
         self.src = src
         self.disk_format = disk_format
@@ -82,7 +82,7 @@ def ensure_cached(request, check_mode=False):
         if os.path.lexists(request.base_path):
             return _reuse(request, check_mode)
         return _result(request, None, None, changed=True,
-                       msg="would fetch %s into %s" % (fetching.redact(request.src), request.base_path))
+                       msg="would fetch %s into %s" % (source.redact(request.src), request.base_path))
     _make_dirs(request.instances_path)
     # Also taken for a cached image (uncontended it costs microseconds): cleanup re-checks use
     # and age under this lock, so it never deletes a base between our check and our touch.
@@ -148,6 +148,9 @@ def _download_limit(request):
 
 
 def _fetch_and_convert(request):
+    # Imported here: the HTTP/TLS stack costs every run ~30 ms, and most runs find the image cached.
+    from ansible_collections.nimbus.compute.plugins.module_utils._image import fetch as fetching
+
     base = request.base_path
     part, converting = base + PART_SUFFIX, base + CONVERTING_SUFFIX
     for leftover in (part, converting):  # from a killed run: we hold the lock, nobody writes them
@@ -183,7 +186,7 @@ def _fetch_and_convert(request):
         for leftover in (part, converting):
             _unlink(leftover)
     return _result(request, virtual_size, detected, changed=True,
-                   msg="fetched %s (%s) into %s" % (fetching.redact(request.src), detected, base))
+                   msg="fetched %s (%s) into %s" % (source.redact(request.src), detected, base))
 
 
 def _qemu_agrees(request, path, found):

@@ -308,3 +308,16 @@ def test_a_rerun_keeps_the_attached_volume_disks_byte_for_byte(tmp_path):
         xml_builder.generate(request(instances_path=root, disks=two_disks), host(), kept)
     with pytest.raises(DomainError, match="which holds the attached volumes vol-1, vol-2"):
         xml_builder.attached_volume_disks(req, b"<domain><devices>")
+
+
+def _xml_char(code):
+    """XML 1.0's Char production, straight from the spec."""
+    return (code in (0x9, 0xA, 0xD) or 0x20 <= code <= 0xD7FF or 0xE000 <= code <= 0xFFFD
+            or 0x10000 <= code <= 0x10FFFF)
+
+
+def test_unsafe_text_pattern_is_the_complement_of_xml_chars():
+    edges = {0, 0x8, 0x9, 0xA, 0xB, 0xC, 0xD, 0xE, 0x1F, 0x20, 0x7F, 0xD7FF, 0xD800, 0xDFFF, 0xE000,
+             0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x10FFFF}
+    for code in sorted(edges | set(range(0, 0x10000, 7))):
+        assert bool(xml_builder.XML_UNSAFE_RE.search(chr(code))) is not _xml_char(code), hex(code)
