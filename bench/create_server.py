@@ -34,7 +34,7 @@ VENV_BIN = os.path.join(ROOT, ".venv", "bin")
 WORK = "/var/tmp/nimbus-bench-create"
 INSTANCES = os.path.join(WORK, "instances")
 URI = "qemu:///system"
-FLAVOR = {"name": "bench.tiny", "vcpus": 1, "memory_mb": 64, "root_gb": 3, "ephemeral_gb": 0, "swap": 0, "extra_specs": {}}
+FLAVOR = {"name": "bench.tiny", "vcpus": 1, "memory_mb": 128, "root_gb": 3, "ephemeral_gb": 0, "swap": 0, "extra_specs": {}}
 
 PLAY = """
 - hosts: all

@@ -1,8 +1,11 @@
 from __future__ import annotations
 
+import gzip
 import importlib.util
+import lzma
 import os
 import shutil
+import struct
 import subprocess
 
 import pytest
@@ -62,3 +65,60 @@ def test_a_cached_build_is_kept_when_apt_knows_a_newer_kernel(tmp_path, monkeypa
     (tmp_path / "initrd.img").unlink()  # an incomplete cache is rebuilt, asking apt which kernel
     with pytest.raises(AssertionError, match="must not ask apt"):
         guest_image.build()
+
+
+def _elf_with_notes(notes):
+    """A minimal ELF64 (little-endian) whose one PT_NOTE segment holds (name, type, desc) notes."""
+    body = b""
+    for name, note_type, desc in notes:
+        named = name + b"\0"
+        body += struct.pack("<III", len(named), len(desc), note_type)
+        body += named.ljust((len(named) + 3) // 4 * 4, b"\0") + desc.ljust((len(desc) + 3) // 4 * 4, b"\0")
+    phoff, notes_at = 64, 64 + 56
+    header = b"\x7fELF\x02\x01\x01" + b"\0" * 9 + struct.pack("<HHIQQQIHHHHHH", 2, 62, 1, 0x1000000, phoff, 0, 0,
+                                                              64, 56, 1, 64, 0, 0)
+    phdr = struct.pack("<IIQQQQQQ", guest_image.PT_NOTE, 4, notes_at, 0, 0, len(body), len(body), 4)
+    return header + phdr + body
+
+
+def _bzimage(payload, setup_sects=1):
+    """The boot-protocol fields pvh_kernel reads, around a compressed payload."""
+    setup = bytearray(512 * (setup_sects + 1))
+    setup[guest_image.SETUP_SECTS_AT] = setup_sects
+    setup[guest_image.HEADER_MAGIC_AT:guest_image.HEADER_MAGIC_AT + 4] = guest_image.HEADER_MAGIC
+    struct.pack_into("<II", setup, guest_image.PAYLOAD_AT, 16, len(payload))
+    return bytes(setup) + b"\0" * 16 + payload + b"tail"
+
+
+PVH_NOTE = (b"Xen", guest_image.XEN_ELFNOTE_PHYS32_ENTRY, struct.pack("<I", 0x1000000))
+
+
+@pytest.mark.parametrize("compress", [lzma.compress, gzip.compress], ids=["xz", "gzip"])
+def test_pvh_kernel_is_the_decompressed_elf(compress):
+    elf = _elf_with_notes([(b"Xen", 6, b"linux"), PVH_NOTE])
+    assert guest_image.pvh_kernel(_bzimage(compress(elf))) == elf
+
+
+def test_a_kernel_without_the_pvh_note_keeps_its_bzimage():
+    elf = _elf_with_notes([(b"Xen", 6, b"linux"), (b"GNU", guest_image.XEN_ELFNOTE_PHYS32_ENTRY, b"x" * 8)])
+    assert not guest_image.has_pvh_note(elf)
+    assert guest_image.pvh_kernel(_bzimage(lzma.compress(elf))) is None
+
+
+@pytest.mark.parametrize("image", [b"", b"MZ" + b"\0" * 1024, _bzimage(b"\x28\xb5\x2f\xfd" + b"\0" * 64),
+                                   _bzimage(b"\xfd7zXZ\x00broken")], ids=["empty", "no-header", "zstd", "corrupt-xz"])
+def test_pvh_kernel_gives_up_on_what_it_cannot_read(image):
+    assert guest_image.pvh_kernel(image) is None
+
+
+def test_records_boot_the_pvh_kernel_under_its_own_id(tmp_path, monkeypatch):
+    monkeypatch.setattr(guest_image, "OUT", str(tmp_path))
+    paths = {}
+    for name in ("vmlinuz", "initrd.img", "root.qcow2", "vmlinux"):
+        paths[name] = str(tmp_path / name)
+        (tmp_path / name).write_bytes(name.encode())
+    with_pvh = guest_image.records(paths, "abc", "linux-image-x")["nimbus_guest_kernel"]
+    del paths["vmlinux"]
+    without = guest_image.records(paths, "abc", "linux-image-x")["nimbus_guest_kernel"]
+    assert with_pvh["src"].endswith("/vmlinux") and without["src"].endswith("/vmlinuz")
+    assert with_pvh["id"] != without["id"], "a _base cached from one kernel file must not serve the other"
