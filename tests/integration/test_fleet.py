@@ -102,13 +102,19 @@ def test_create_boot_converge_and_delete(clean_fleet, guest_images, tmp_path):
     image_play, build_play = proc.stdout.split("PLAY [Cache the request's images once on each chosen hypervisor]")[1] \
         .split("\nPLAY [Build the servers")
     root_task = re.search(r"^TASK \[nimbus\.compute\.server : Cache the root image in _base\] \**\n(?:\S.*\n)+", image_play, re.M)
-    checked = [(host, req["image"]["id"]) for host in re.findall(r"^ok: \[(hv\d)\]$", root_task.group(0), re.M)]
-    checked += re.findall(r"^ok: \[(hv\d)\] => \(item=(\S+)\)$", image_play, re.M)
+    # ok when the image was cached already, changed when this run fetched it.
+    checked = [(host, req["image"]["id"]) for host in re.findall(r"^(?:ok|changed): \[(hv\d)\]$", root_task.group(0), re.M)]
+    checked += re.findall(r"^(?:ok|changed): \[(hv\d)\] => \(item=(\S+)\)$", image_play, re.M)
     images = [req["image"]["id"], req["kernel_image"]["id"], req["ramdisk_image"]["id"]]
     chosen = {s["host"] for s in servers.values()}
     assert sorted(checked) == sorted((host, image) for host in chosen for image in images)
     assert set(summary["image_cache_seconds"]) == chosen and all(0 < t < 120 for t in summary["image_cache_seconds"].values())
-    for task in ("Cache the root image in _base", "Cache the kernel and ramdisk for direct kernel boot"):
+    # The request is checked there too, once per chosen host; the builds skip their own check.
+    check_task = re.escape("Validate the request with domain_xml in check mode (no file, no domain)")
+    check = re.search(r"^TASK \[nimbus\.compute\.server : %s\] \**\n(?:\S.*\n)+" % check_task, image_play, re.M)
+    assert set(re.findall(r"^ok: \[(hv\d)\]$", check.group(0), re.M)) == chosen
+    for task in ("Cache the root image in _base", "Cache the kernel and ramdisk for direct kernel boot",
+                 "Validate the request with domain_xml in check mode (no file, no domain)"):
         results = re.findall(r"^TASK \[nimbus\.compute\.server : %s\] \**\n(\w+):" % re.escape(task), build_play, re.M)
         assert results == ["skipping", "skipping"], (task, results)
     for server in servers.values():
@@ -225,6 +231,25 @@ def test_bad_image_fails_once_without_rescheduling(clean_fleet, guest_images, tm
         assert fleet.instance_dirs(host) == set() and fleet.host_domains(host) == set()
 
 
+def test_bad_image_property_fails_in_each_build_check_once(clean_fleet, guest_images, tmp_path):
+    # The image play's check fails on each chosen host: the builds there run their own check, which
+    # fails before the claim, once, without rescheduling.
+    inv = fleet.inventory(tmp_path)
+    image = dict(guest_images["nimbus_guest_image"], id="fleet-bad-bus")
+    image["properties"] = dict(image["properties"], hw_disk_bus="floppy")
+    req = fleet.request(guest_images, "fleet-bus", count=2, image=image, state="defined")
+    proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path, expect_rc=2)
+    assert len(summary["servers"]) == 2
+    for server in summary["servers"]:
+        assert server["failed"] and len(server["attempts"]) == 1 and server["attempts"][0]["reschedule"] is False
+        assert "hw_disk_bus" in server["msg"] and "floppy" in server["msg"]
+    build_play = proc.stdout.split("\nPLAY [Build the servers")[1]
+    check_task = re.escape("Validate the request with domain_xml in check mode (no file, no domain)")
+    assert len(re.findall(r"^TASK \[nimbus\.compute\.server : %s\] \**\nfatal:" % check_task, build_play, re.M)) == 2
+    for host in clean_fleet:
+        assert fleet.instance_dirs(host) == set() and fleet.host_domains(host) == set()
+
+
 def test_invalid_flavor_fails_before_anything_runs(clean_fleet, guest_images, tmp_path):
     inv = fleet.inventory(tmp_path)
     req = fleet.request(guest_images, "fleet-invalid", flavor=dict(fleet.TINY, memory_mb=-5))
@@ -237,10 +262,11 @@ def test_request_errors_fail_with_a_clear_message(clean_fleet, guest_images, tmp
     inv = fleet.inventory(tmp_path)
     req = fleet.request(guest_images, "fleet-unclear", count=3, ports=[[], []], volumes=[[]])
     del req["flavor"], req["image"]
+    req["instance_uuids"] = ["not-a-uuid", "7d1c3a52-0b8e-4f36-9a5e-1c2d3e4f5a61", "7d1c3a52-0b8e"]
     proc, summary = fleet.run_playbook("create_server.yml", inv, req, tmp_path, expect_rc=2)
     assert summary is None and "nimbus-server-" not in proc.stdout
     for words in ("flavor is required", "image is required", "ports has 2 entries for count 3",
-                  "volumes has 1 entries for count 3"):
+                  "volumes has 1 entries for count 3", "instance_uuids: not-a-uuid, 7d1c3a52-0b8e are not UUIDs"):
         assert words in proc.stdout, proc.stdout[-3000:]
     assert "is undefined" not in proc.stdout
 
