@@ -322,6 +322,7 @@ def build(force=False):
     os.makedirs(OUT, exist_ok=True)
     paths = {name: os.path.join(OUT, name) for name in ("vmlinuz", "initrd.img", "root.qcow2")}
     stamp = os.path.join(OUT, "build-id")
+    vmlinux = os.path.join(OUT, "vmlinux")  # written only for a kernel QEMU can boot through PVH
     package = None if force else _cached_package(stamp, paths)
     if package is None:
         package = kernel_package()
@@ -332,12 +333,14 @@ def build(force=False):
         write_atomic(paths["vmlinuz"], kernel)
         elf = pvh_kernel(kernel)
         if elf is not None:
-            write_atomic(os.path.join(OUT, "vmlinux"), elf)
+            write_atomic(vmlinux, elf)
+        elif os.path.exists(vmlinux):
+            os.unlink(vmlinux)  # from an earlier kernel: this one boots from vmlinuz
         write_atomic(paths["initrd.img"], build_initrd(modules))
         build_root_disk(paths["root.qcow2"])
         write_atomic(stamp, ("%s %s\n" % (build_id, package)).encode())
-    if os.path.exists(os.path.join(OUT, "vmlinux")):
-        paths["vmlinux"] = os.path.join(OUT, "vmlinux")
+    if os.path.exists(vmlinux):
+        paths["vmlinux"] = vmlinux
     return records(paths, _build_id(package), package)
 
 

@@ -31,11 +31,9 @@ def _become_subreaper():
 def _reap_until_alone():
     while True:
         try:
-            os.wait()
+            os.wait()  # retried by Python itself when a signal interrupts it (PEP 475)
         except ChildProcessError:
             return
-        except InterruptedError:
-            continue
 
 
 def main(argv):
