@@ -102,6 +102,10 @@ state:
   description: The domain's state afterwards (running, paused, shutoff, absent ...); the expected one in check mode.
   returned: success
   type: str
+elapsed:
+  description: Seconds the module ran on the host for its step (the server role's per-step timings).
+  returned: always
+  type: float
 previous_state:
   description: The domain's state before the call (absent when it was not defined).
   returned: success
@@ -139,6 +143,7 @@ actions:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import lifecycle
 
@@ -157,20 +162,21 @@ ARGUMENT_SPEC = spec(
 
 
 def main():
+    clock = StepClock()
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     progress = {}
     try:
         result = lifecycle.run(module.params, check_mode=module.check_mode, progress=progress)
     except (NimbusError, OSError) as err:
         # defined: this call defined the domain before it failed (a failed start), for the caller's rollback.
-        module.fail_json(defined=bool(progress.get("defined")), **failure(err, lifecycle.STEP))
+        module.fail_json(defined=bool(progress.get("defined")), **clock.stamp(failure(err, lifecycle.STEP)))
     for warning in result.pop("warnings", []):
         module.warn(warning)
     if result.get("pending_restart"):
         module.warn("the domain definition changed while it is active: the change applies on its next boot")
     if not module._diff:
         result.pop("diff", None)
-    module.exit_json(**result)
+    module.exit_json(**clock.stamp(result))
 
 
 if __name__ == "__main__":

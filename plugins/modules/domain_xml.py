@@ -125,6 +125,10 @@ xml:
   description: The domain XML.
   returned: success
   type: str
+elapsed:
+  description: Seconds the module ran on the host for its step (the server role's per-step timings).
+  returned: always
+  type: float
 path:
   description: Path of the written C(libvirt.xml).
   returned: success
@@ -154,6 +158,7 @@ validated:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import xml_builder
 
@@ -179,14 +184,15 @@ ARGUMENT_SPEC = spec(
 
 
 def main():
+    clock = StepClock()
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     try:
         result = xml_builder.write_domain_xml(module.params, check_mode=module.check_mode)
     except (NimbusError, OSError) as err:
-        module.fail_json(**failure(err, xml_builder.STEP))
+        module.fail_json(**clock.stamp(failure(err, xml_builder.STEP)))
     if not module._diff:
         result.pop("diff", None)
-    module.exit_json(**result)
+    module.exit_json(**clock.stamp(result))
 
 
 if __name__ == "__main__":

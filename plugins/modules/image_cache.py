@@ -116,6 +116,10 @@ image_id:
   description: The image id the base file is named after.
   returned: always
   type: str
+elapsed:
+  description: Seconds the module ran on the host for its step (the server role's per-step timings).
+  returned: always
+  type: float
 base_path:
   description: Path of the raw base file, C(<instances_path>/_base/<SHA-1 of image_id>).
   returned: always
@@ -142,6 +146,7 @@ rule:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._image.cache import FORMATS, ImageRequest, ensure_cached
 
@@ -162,14 +167,15 @@ ARGUMENT_SPEC = spec(
 
 
 def main():
+    clock = StepClock()
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
     params = dict(module.params)
     try:
         request = ImageRequest(params.pop("image_id"), params.pop("src"), params.pop("disk_format"), **params)
         result = ensure_cached(request, check_mode=module.check_mode)
-        module.exit_json(**result)
+        module.exit_json(**clock.stamp(result))
     except (NimbusError, OSError) as err:
-        module.fail_json(**failure(err, "image_cache"))
+        module.fail_json(**clock.stamp(failure(err, "image_cache")))
 
 
 if __name__ == "__main__":

@@ -103,6 +103,10 @@ instance_dir:
   returned: always
   type: str
   sample: /var/lib/nimbus/instances/6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b
+elapsed:
+  description: Seconds the module ran on the host for its step (the server role's per-step timings).
+  returned: always
+  type: float
 claim:
   description: What was claimed - C(memory_mb), C(disk_mb) (root and ephemeral GiB plus swap MiB), C(vcpus), C(flavor).
   returned: state=present
@@ -139,6 +143,7 @@ kept_because:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim
 
@@ -161,6 +166,7 @@ ARGUMENT_SPEC = spec(
 
 
 def main():
+    clock = StepClock()
     module = AnsibleModule(ARGUMENT_SPEC, supports_check_mode=True, required_if=[("state", "present", ("flavor",))])
     p = module.params
     try:
@@ -177,8 +183,8 @@ def main():
                 check_mode=module.check_mode,
             )
     except (NimbusError, OSError) as err:
-        module.fail_json(**failure(err, claim.STEP))
-    module.exit_json(**result)
+        module.fail_json(**clock.stamp(failure(err, claim.STEP)))
+    module.exit_json(**clock.stamp(result))
 
 
 if __name__ == "__main__":

@@ -123,6 +123,10 @@ instance_dir:
   returned: always
   type: str
   sample: /var/lib/nimbus/instances/6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b
+elapsed:
+  description: Seconds the module ran on the host for its step (the server role's per-step timings).
+  returned: always
+  type: float
 domain_disks:
   description: The disks in Nova's order (disk, disk.local, disk.swap, disk.config), for M(nimbus.compute.domain_xml).
   returned: state=present
@@ -173,6 +177,7 @@ failed_step:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import disks
 
@@ -193,6 +198,7 @@ ARGUMENT_SPEC = spec(
 
 
 def main():
+    clock = StepClock()
     module = AnsibleModule(ARGUMENT_SPEC, supports_check_mode=True,
                            required_if=[("state", "present", ("flavor", "base_path"))])
     p = module.params
@@ -207,12 +213,12 @@ def main():
                 ephemeral_format=p["ephemeral_format"], check_mode=module.check_mode,
             )
     except (NimbusError, OSError) as err:
-        module.fail_json(**failure(err, disks.STEP))
+        module.fail_json(**clock.stamp(failure(err, disks.STEP)))
     for warning in result.pop("warnings", []):
         module.warn(warning)
     if not module._diff:
         result.pop("diff", None)
-    module.exit_json(**result)
+    module.exit_json(**clock.stamp(result))
 
 
 if __name__ == "__main__":

@@ -134,6 +134,10 @@ domain_interfaces:
   sample:
     - {type: bridge, source_bridge: brqprivate, target_dev: tap3f1e6c3a-5b, mac: "fa:16:3e:12:34:56",
        model: null, mtu: 1450, port_id: 3f1e6c3a-5b4e-4f0e-9a53-6c1c2a9d8b11}
+elapsed:
+  description: Seconds the module ran on the host for its step (the server role's per-step timings).
+  returned: always
+  type: float
 commands:
   description: The C(ip) commands run (or, in check mode, that would run).
   returned: always
@@ -162,6 +166,7 @@ failed_step:
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import STEP
 from ansible_collections.nimbus.compute.plugins.module_utils._network.instance import (
@@ -187,6 +192,7 @@ ARGUMENT_SPEC = spec(
 
 
 def main():
+    clock = StepClock()
     module = AnsibleModule(ARGUMENT_SPEC, supports_check_mode=True)
     p = module.params
     try:
@@ -199,8 +205,8 @@ def main():
             result = ensure_present(request, p["instances_path"], netns=p["netns"], vif_type=p["vif_type"],
                                     scope=p["scope"], check_mode=module.check_mode)
     except (NimbusError, OSError) as err:
-        module.fail_json(**failure(err, STEP))
-    module.exit_json(**result)
+        module.fail_json(**clock.stamp(failure(err, STEP)))
+    module.exit_json(**clock.stamp(result))
 
 
 if __name__ == "__main__":

@@ -228,6 +228,10 @@ device:
   returned: success
   type: str
   sample: vdb
+elapsed:
+  description: Seconds the module ran on the host for its step (the server role's per-step timings).
+  returned: always
+  type: float
 bus:
   description: The disk bus.
   returned: state=present
@@ -267,6 +271,7 @@ import traceback
 from ansible.module_utils.basic import AnsibleModule
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
 from ansible_collections.nimbus.compute.plugins.module_utils._volume import attach
 
@@ -320,18 +325,19 @@ ARGUMENT_SPEC = spec(
 
 
 def main():
+    clock = StepClock()
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                            required_if=[("state", "present", ["connection_info"])])
     try:
         result = attach.run(module.params, check_mode=module.check_mode)
     except (NimbusError, OSError) as err:
-        module.fail_json(**failure(err, "volume_attach"))
+        module.fail_json(**clock.stamp(failure(err, "volume_attach")))
     except Exception as err:  # an unexpected library error or a bug: one message naming the step, not a traceback
         module.fail_json(msg="volume_attach: unexpected %s: %s" % (type(err).__name__, err), failed_step="volume_attach",
                          reschedule=False, exception=traceback.format_exc())
     if not module._diff:
         result.pop("diff", None)
-    module.exit_json(**result)
+    module.exit_json(**clock.stamp(result))
 
 
 if __name__ == "__main__":

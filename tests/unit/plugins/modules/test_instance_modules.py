@@ -23,6 +23,7 @@ def test_claim_then_reclaim_unchanged(tmp_path, capsys):
     first = run(instance_claim, args, capsys)
     assert first["changed"] is True and first["reschedule"] is False
     assert first["resources"]["memory_mb"]["free"] == 512  # 1024 - 512 reserved
+    assert 0 <= first["elapsed"] < 10  # the step's own time, for the server role's timings
     assert run(instance_claim, args, capsys)["changed"] is False
 
 
@@ -32,6 +33,7 @@ def test_refused_claim_fails_with_reschedule(tmp_path, capsys):
     assert result["failed"] is True and result["reschedule"] is True
     assert result["failed_step"] == "instance_claim"
     assert result["resources"]["memory_mb"]["fits"] is False
+    assert isinstance(result["elapsed"], float)  # a failure reports its time too
     assert "Traceback" not in json.dumps(result)
 
 

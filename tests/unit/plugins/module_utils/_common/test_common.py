@@ -7,6 +7,7 @@ import time
 import pytest
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import atomic, locks, paths, runner
+from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import (
     CommandError,
     LockTimeout,
@@ -131,3 +132,12 @@ def test_failure_turns_os_errors_into_one_message():
                       "failed_step": "instance_disks", "reschedule": False}
     assert failure(OSError(28, "No space left on device"), "image_cache", retryable=True)["reschedule"] is True
     assert failure(ValidationError("bad flavor", step="instance_claim"), "ignored")["failed_step"] == "instance_claim"
+
+
+def test_step_clock_stamps_the_seconds_since_it_started(monkeypatch):
+    now = [100.0]
+    monkeypatch.setattr(time, "monotonic", lambda: now[0])
+    clock = StepClock()
+    now[0] = 101.23456
+    result = clock.stamp({"changed": True})
+    assert result == {"changed": True, "elapsed": 1.235}
