@@ -7,7 +7,8 @@ roles, against the floor measured in the same run:
   ansible    = the same tasks, each module task that ran replaced by a no-op module (one copy per
                distinct module used), each controller-only task by a no-op set_fact and each skipped
                task by a skipped no-op task, in one play: Ansible's own per-task cost, reported separately
-  nimbus     = ansible-playbook running roles server then server_delete
+  nimbus     = ansible-playbook running roles server then server_delete (imported: the harness adds no
+               task of its own to either side)
 
 for a 10 MiB and a 2 GiB raw base image (the time must not grow with image size).
 Target: nimbus <= 1.5 x floor + ansible overhead. Needs root and the lab (make setup).
@@ -41,7 +42,7 @@ PLAY = """
   gather_facts: false
   tasks:
     - name: Create
-      ansible.builtin.include_role:
+      ansible.builtin.import_role:
         name: nimbus.compute.server
       vars:
         server_uuid: "{{ bench_uuid }}"
@@ -53,7 +54,7 @@ PLAY = """
         server_config_drive: false
         server_reserved_host_memory_mb: 0
     - name: Delete
-      ansible.builtin.include_role:
+      ansible.builtin.import_role:
         name: nimbus.compute.server_delete
       vars:
         server_delete_uuid: "{{ bench_uuid }}"
