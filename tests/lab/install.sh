@@ -6,6 +6,8 @@ set -euo pipefail
 PACKAGES=(
   # libvirt + QEMU (LAB.md)
   libvirt-daemon-system libvirt-clients libvirt-dev pkg-config gcc python3-dev python3-venv
+  # the lab hypervisors run the modules on the system Python, as the hypervisor role sets up a real host
+  python3-libvirt python3-lxml
   qemu-system-x86 qemu-utils qemu-block-extra
   # the embedded guest image: kernel from linux-image, busybox initramfs
   busybox-static cpio gzip
