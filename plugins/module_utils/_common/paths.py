@@ -6,15 +6,25 @@ from __future__ import annotations
 
 import hashlib
 import os
-import uuid as uuidlib
+import re
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
 
 DEFAULT_INSTANCES_PATH = "/var/lib/nimbus/instances"
 
 
+# The canonical 8-4-4-4-12 form, lower case. Checked first so that a module run with a good UUID does not
+# import the uuid module (several ms of every module process); other input goes through uuid.UUID for
+# the right message.
+_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+
+
 def validate_uuid(value, what="instance UUID", step="validate"):
     """Return the canonical lower-case UUID string, or raise ValidationError."""
+    if isinstance(value, str) and _CANONICAL_UUID.match(value.lower()):
+        return value.lower()
+    import uuid as uuidlib
+
     try:
         parsed = uuidlib.UUID(str(value))
     except (ValueError, AttributeError, TypeError):

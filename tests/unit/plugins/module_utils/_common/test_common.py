@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 
@@ -141,3 +142,16 @@ def test_step_clock_stamps_the_seconds_since_it_started(monkeypatch):
     now[0] = 101.23456
     result = clock.stamp({"changed": True})
     assert result == {"changed": True, "elapsed": 1.235}
+
+
+@pytest.mark.parametrize("value", ["6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b", "6F1E8B2A-0C1D-4E5F-8A9B-0C1D2E3F4A5B"])
+def test_validate_uuid_canonical_input_needs_no_uuid_module(value, monkeypatch):
+    # The fast path: a canonical UUID is accepted by the pattern alone (the uuid module is not consulted).
+    monkeypatch.setitem(sys.modules, "uuid", None)
+    assert paths.validate_uuid(value) == value.lower()
+
+
+@pytest.mark.parametrize("value", ["{6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b}", "6f1e8b2a0c1d4e5f8a9b0c1d2e3f4a5b"])
+def test_validate_uuid_names_a_non_canonical_form(value):
+    with pytest.raises(ValidationError, match="canonical 8-4-4-4-12"):
+        paths.validate_uuid(value)

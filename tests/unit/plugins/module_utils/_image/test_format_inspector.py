@@ -130,3 +130,15 @@ def test_inspect_file_reads_only_headers(tmp_path):
     found = fi.inspect_file(str(path))
     assert found.format == "qcow2"
     assert found.size_of() == 10 << 30
+
+
+@pytest.mark.parametrize("name,guid", [
+    ("VHDX_METADATA_REGION", "8b7ca206-4790-4b9a-b8fe-575f050f886e"),
+    ("VHDX_VIRTUAL_DISK_SIZE", "2fa54224-cd1b-4876-b211-5dbed83bf4b8"),
+    ("VHDX_FILE_PARAMETERS", "caa16737-fa36-4d43-b3b6-33f0aa44e76b"),
+    ("VHDX_PARENT_LOCATOR", "a8d35f2d-b30b-454d-abf7-d3d84834ab0c"),
+])
+def test_vhdx_guids_are_the_uuid_modules_little_endian_bytes(name, guid):
+    import uuid
+
+    assert getattr(fi, name) == uuid.UUID(guid).bytes_le
