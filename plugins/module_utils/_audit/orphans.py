@@ -27,7 +27,6 @@ from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection 
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import TMP_PREFIX
 
 STEP = "host_audit"
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 _DOMAIN = re.compile(r"^instance-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
 _LOCK = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.lock$")
 # virDomainState numbers -> the words the domain module uses.
@@ -67,7 +66,7 @@ def scan(instances_path, domains, min_age=0.0, now=None):
         raise ValidationError("min_age must not be negative", step=STEP)
     now = time.time() if now is None else now
     entries = _listdir(instances_path)
-    dirs = [e for e in entries if _UUID.match(e) and os.path.isdir(os.path.join(instances_path, e))]
+    dirs = [e for e in entries if paths.CANONICAL_UUID.match(e) and os.path.isdir(os.path.join(instances_path, e))]
     report = {
         "servers": sorted(u for u in dirs if u in domains),
         "domains_without_dir": [

@@ -13,16 +13,17 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.errors impo
 DEFAULT_INSTANCES_PATH = "/var/lib/nimbus/instances"
 
 
-# The canonical 8-4-4-4-12 form, lower case. Checked first so that a module run with a good UUID does not
-# import the uuid module (several ms of every module process); other input goes through uuid.UUID for
-# the right message.
-_CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
+# The canonical 8-4-4-4-12 form, lower case: the name of an instance dir. validate_uuid checks it first so
+# that a module run with a good UUID does not import the uuid module (several ms of every module process);
+# other input goes through uuid.UUID for the right message.
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 def validate_uuid(value, what="instance UUID", step="validate"):
     """Return the canonical lower-case UUID string, or raise ValidationError."""
-    if isinstance(value, str) and _CANONICAL_UUID.match(value.lower()):
-        return value.lower()
+    lowered = value.lower() if isinstance(value, str) else None
+    if lowered is not None and CANONICAL_UUID.match(lowered):
+        return lowered
     import uuid as uuidlib
 
     try:
