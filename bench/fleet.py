@@ -38,24 +38,20 @@ def images():
         return json.load(handle)
 
 
-CPU_SECONDS = {}  # play label -> CPU seconds of ansible-playbook, its workers and the module processes
-
-
 def _children_cpu():
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def play(name, req, workdir, forks, label=None):
+def play(name, req, workdir, forks):
+    """Wall seconds, CPU seconds (ansible-playbook, its workers and the module processes; not the libvirt
+    daemons' or the guests': they are not children of this process) and the play's summary."""
     started, cpu_before = time.monotonic(), _children_cpu()
     proc, summary = fleet.run_playbook(name, fleet.INVENTORY, req, workdir, expect_rc=None, timeout=3600, forks=forks)
     wall = time.monotonic() - started
     if proc.returncode != 0:
         sys.exit("%s failed:\n%s" % (name, proc.stdout[-4000:] + proc.stderr[-2000:]))
-    if label:
-        # Not the libvirt daemons' or the guests' CPU: they are not children of this process.
-        CPU_SECONDS[label] = _children_cpu() - cpu_before
-    return wall, summary
+    return wall, _children_cpu() - cpu_before, summary
 
 
 def _slowest(summary):
@@ -83,12 +79,12 @@ def main():
         play("create_server.yml", warm, workdir, args.forks)
         play("delete_server.yml", {"name": "bench-warm", "count": 3}, workdir, args.forks)
 
-        one_wall, one = play("create_server.yml", dict(base, name="bench-one", count=1), workdir, args.forks, "create 1")
-        one_del, _unused = play("delete_server.yml", {"name": "bench-one", "count": 1}, workdir, args.forks, "delete 1")
-        many_wall, many = play("create_server.yml", dict(base, name="bench-many", count=args.count), workdir, args.forks,
-                               "create %d" % args.count)
-        many_del, _unused = play("delete_server.yml", {"name": "bench-many", "count": args.count}, workdir, args.forks,
-                                 "delete %d" % args.count)
+        one_wall, one_cpu, one = play("create_server.yml", dict(base, name="bench-one", count=1), workdir, args.forks)
+        one_del, one_del_cpu, _unused = play("delete_server.yml", {"name": "bench-one", "count": 1}, workdir, args.forks)
+        many_wall, many_cpu, many = play("create_server.yml", dict(base, name="bench-many", count=args.count), workdir,
+                                         args.forks)
+        many_del, many_del_cpu, _unused = play("delete_server.yml", {"name": "bench-many", "count": args.count}, workdir,
+                                               args.forks)
 
     next(lab, None)  # empty the lab hypervisors again
     servers = many["servers"]
@@ -110,14 +106,13 @@ def main():
     print("placement: %s; failed: %d; down: %s" % (placement, len(failed), down))
     print()
     # cpu s: Ansible's processes and the module processes (what the CPUs are busy with besides the guests).
-    cpu = CPU_SECONDS
-    many_label, many_del_label = "create %d" % args.count, "delete %d" % args.count
     print("%-16s %10s %8s %12s %12s" % ("play", "wall s", "cpu s", "per server s", "vs 1 server"))
-    print("%-16s %10.1f %8.1f %12.1f %12s" % ("create 1", one_wall, cpu["create 1"], one_server["seconds"], "1.00x"))
-    print("%-16s %10.1f %8.1f %12.1f %11.2fx" % (many_label, many_wall, cpu[many_label], statistics.mean(per_server), ratio))
-    print("%-16s %10.1f %8.1f %12s %12s" % ("delete 1", one_del, cpu["delete 1"], "", "1.00x"))
-    print("%-16s %10.1f %8.1f %12s %11.2fx" % (many_del_label, many_del, cpu[many_del_label], "", many_del / one_del))
-    print("CPU seconds per extra server (create): %.2f" % ((cpu[many_label] - cpu["create 1"]) / max(args.count - 1, 1)))
+    print("%-16s %10.1f %8.1f %12.1f %12s" % ("create 1", one_wall, one_cpu, one_server["seconds"], "1.00x"))
+    print("%-16s %10.1f %8.1f %12.1f %11.2fx" % ("create %d" % args.count, many_wall, many_cpu, statistics.mean(per_server),
+                                                ratio))
+    print("%-16s %10.1f %8.1f %12s %12s" % ("delete 1", one_del, one_del_cpu, "", "1.00x"))
+    print("%-16s %10.1f %8.1f %12s %11.2fx" % ("delete %d" % args.count, many_del, many_del_cpu, "", many_del / one_del))
+    print("CPU seconds per extra server (create): %.2f" % ((many_cpu - one_cpu) / max(args.count - 1, 1)))
     print("sum of %d single-server floors: %.1f s (create %d in one play: %.1f s, %.1f%% of it)"
           % (args.count, args.count * one_wall, args.count, many_wall, 100.0 * many_wall / (args.count * one_wall)))
     print()
@@ -136,7 +131,7 @@ def main():
     print("targets: scheduling %.3f%% of the total (< 1%%: %s); %d servers take %.2fx one server (< 3x: %s)"
           % (sched_pct, sched_pct < 1.0, args.count, ratio, ratio < 3.0))
     print("fleet_%d create_s=%.1f one_s=%.1f ratio=%.2f schedule_pct=%.3f delete_s=%.1f create_cpu_s=%.1f failed=%d"
-          % (args.count, many_wall, one_wall, ratio, sched_pct, many_del, cpu[many_label], len(failed)))
+          % (args.count, many_wall, one_wall, ratio, sched_pct, many_del, many_cpu, len(failed)))
     return 1 if failed else 0
 
 
