@@ -108,8 +108,8 @@ def main():
     # cpu s: Ansible's processes and the module processes (what the CPUs are busy with besides the guests).
     print("%-16s %10s %8s %12s %12s" % ("play", "wall s", "cpu s", "per server s", "vs 1 server"))
     print("%-16s %10.1f %8.1f %12.1f %12s" % ("create 1", one_wall, one_cpu, one_server["seconds"], "1.00x"))
-    print("%-16s %10.1f %8.1f %12.1f %11.2fx" % ("create %d" % args.count, many_wall, many_cpu, statistics.mean(per_server),
-                                                ratio))
+    many_row = ("create %d" % args.count, many_wall, many_cpu, statistics.mean(per_server), ratio)
+    print("%-16s %10.1f %8.1f %12.1f %11.2fx" % many_row)
     print("%-16s %10.1f %8.1f %12s %12s" % ("delete 1", one_del, one_del_cpu, "", "1.00x"))
     print("%-16s %10.1f %8.1f %12s %11.2fx" % ("delete %d" % args.count, many_del, many_del_cpu, "", many_del / one_del))
     print("CPU seconds per extra server (create): %.2f" % ((many_cpu - one_cpu) / max(args.count - 1, 1)))
