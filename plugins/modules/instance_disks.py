@@ -70,7 +70,9 @@ options:
     description: Content of C(network_data.json) (C(links), C(networks), C(services)).
     type: dict
   ephemeral_format:
-    description: File system for C(disk.local), for example V(ext4). Blank disk when not given or when its mkfs is missing.
+    description:
+      - File system for C(disk.local) - one of V(btrfs), V(ext2), V(ext3), V(ext4), V(msdos), V(ntfs), V(vfat), V(xfs).
+      - Blank disk when not given or when its mkfs is missing.
     type: str
   files:
     description:

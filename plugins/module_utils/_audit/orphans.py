@@ -23,12 +23,14 @@ import time
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
+from ansible_collections.nimbus.compute.plugins.module_utils._common.libvirt_uri import validate_libvirt_uri
+from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import validate_seconds
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.layout import TMP_PREFIX
 
 STEP = "host_audit"
-_DOMAIN = re.compile(r"^instance-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})$")
-_LOCK = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.lock$")
+_DOMAIN = re.compile(r"^instance-([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\Z")
+_LOCK = re.compile(r"^([0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})\.lock\Z")
 # virDomainState numbers -> the words the domain module uses.
 _STATES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed",
            7: "pmsuspended"}
@@ -106,4 +108,6 @@ def scan(instances_path, domains, min_age=0.0, now=None):
 
 
 def audit(instances_path, libvirt_uri, min_age=0.0, now=None):
+    validate_seconds(min_age, "min_age", STEP, positive=False)
+    validate_libvirt_uri(libvirt_uri, STEP)
     return scan(instances_path, libvirt_domains(libvirt_uri), min_age=min_age, now=now)

@@ -9,6 +9,7 @@ on a host without it.
 from __future__ import annotations
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.libvirt_uri import validate_libvirt_uri
 
 
 class DomainError(NimbusError):
@@ -29,6 +30,7 @@ def libvirt_module(step="domain"):
 
 def open_connection(uri, step="domain"):
     """A read-write connection to ``uri``; an unreachable daemon is a retryable error naming the URI."""
+    validate_libvirt_uri(uri, step)
     libvirt = libvirt_module(step)
     try:
         conn = libvirt.open(uri)

@@ -17,6 +17,8 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common import path
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
+from ansible_collections.nimbus.compute.plugins.module_utils._common.libvirt_uri import validate_libvirt_uri
+from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import validate_seconds
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.metadata import METADATA_NS
@@ -208,7 +210,7 @@ def ensure(conn, uuid, *, xml=None, state="running", start_paused=False, reboot=
                               step=STEP)
     wanted = name = None
     if isinstance(xml, bytes):
-        xml = xml.decode("utf-8")
+        xml = _text(xml, "the XML")
     if xml is not None and state != "absent":
         wanted = compare.parse(xml, step=STEP)
         xml_uuid, name = read_xml_identity(wanted)
@@ -372,16 +374,17 @@ def run(params, check_mode=False, progress=None):
     progress = {} if progress is None else progress
     uuid = paths.validate_uuid(params["uuid"], step=STEP)
     for key in ("start_timeout", "shutdown_timeout"):
-        if params.get(key) is not None and params[key] <= 0:
-            raise ValidationError("%s must be > 0, got %s" % (key, params[key]), step=STEP)
-    instances_path = params.get("instances_path") or paths.DEFAULT_INSTANCES_PATH
+        if params.get(key) is not None:
+            validate_seconds(params[key], key, STEP)
+    uri = validate_libvirt_uri(_given(params, "libvirt_uri", "qemu:///system"), STEP)
+    instances_path = paths.validate_instances_path(_given(params, "instances_path", paths.DEFAULT_INSTANCES_PATH), step=STEP)
     instance_dir = paths.instance_dir(instances_path, uuid)
     xml = params.get("xml")
     if xml is None and params.get("state") != "absent":
         xml_path = os.path.join(instance_dir, "libvirt.xml")
         if os.path.exists(xml_path):
             paths.require_inside(xml_path, instances_path, step=STEP)
-            xml = read_bytes(xml_path).decode("utf-8")
+            xml = _text(read_bytes(xml_path), xml_path)
     recorded = []
 
     def before_define(name):
@@ -393,7 +396,7 @@ def run(params, check_mode=False, progress=None):
                 recorded.append(item)
         progress["defined"] = True
 
-    with Connection(params.get("libvirt_uri") or "qemu:///system", step=STEP) as conn:
+    with Connection(uri, step=STEP) as conn:
         try:
             result = ensure(
                 conn, uuid, xml=xml, state=params.get("state") or "running", start_paused=bool(params.get("start_paused")),
@@ -415,6 +418,19 @@ def run(params, check_mode=False, progress=None):
         journal.forget(STEP)
         journal.forget("domain_xml")
     return result
+
+
+def _given(params, key, default):
+    """The option's value; its default only when it is missing (None), not when it is empty."""
+    value = params.get(key)
+    return default if value is None else value
+
+
+def _text(data, what):
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValidationError("%s is not UTF-8 text (byte %d): a domain XML is" % (what, exc.start), step=STEP)
 
 
 def _exists(conn, uuid):

@@ -24,6 +24,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common import path
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes, write_atomic
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
+from ansible_collections.nimbus.compute.plugins.module_utils._common.libvirt_uri import validate_libvirt_uri
 from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandRunner
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.compare import _etree, parse
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
@@ -49,9 +50,9 @@ OVMF_CANDIDATES = (
     ("/usr/share/OVMF/OVMF_CODE.fd", "/usr/share/OVMF/OVMF_VARS.fd"),
     ("/usr/share/edk2/ovmf/OVMF_CODE.fd", "/usr/share/edk2/ovmf/OVMF_VARS.fd"),
 )
-MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")
-IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-DISK_NAME_RE = re.compile(r"^disk(\.[a-z0-9_-]+)?$")
+MAC_RE = re.compile(r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}\Z")
+IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
+DISK_NAME_RE = re.compile(r"^disk(\.[a-z0-9_-]+)?\Z")
 # Characters XML 1.0 cannot carry (NUL, other C0 controls but tab/LF/CR, lone surrogates, U+FFFE/U+FFFF):
 # lxml raises a bare ValueError on them, so text is checked before it reaches lxml.
 # The complement of XML 1.0's Char production, spelled out: the same set as [^\t\n\r\x20-\ud7ff
@@ -162,7 +163,7 @@ def validate_xml(xml_bytes, step=STEP):
 # Request validation: everything is checked before anything is written.
 
 
-def _int(value, what, minimum=0):
+def _int(value, what, minimum=0, maximum=None):
     if isinstance(value, bool):
         raise ValidationError("%s must be an integer, got %r" % (what, value), step=STEP)
     try:
@@ -171,6 +172,8 @@ def _int(value, what, minimum=0):
         raise ValidationError("%s must be an integer, got %r" % (what, value), step=STEP)
     if number < minimum:
         raise ValidationError("%s must be >= %d, got %d" % (what, minimum, number), step=STEP)
+    if maximum is not None and number > maximum:
+        raise ValidationError("%s must be <= %d, got %d" % (what, maximum, number), step=STEP)
     return number
 
 
@@ -184,6 +187,9 @@ def _text(value, what):
     """``value`` as a str XML can carry (None stays None); a control character or NUL is a ValidationError."""
     if value is None:
         return None
+    # A number from YAML is its text; a list or dict would end up in the XML as its Python repr.
+    if isinstance(value, (bool, bytes, dict, list, tuple, set)):
+        raise ValidationError("%s must be a string, got %r" % (what, value), step=STEP)
     text = str(value)
     bad = XML_UNSAFE_RE.search(text)
     if bad:
@@ -193,7 +199,7 @@ def _text(value, what):
 
 
 def _inside(path, instances_path, what):
-    _text(path, what)  # before realpath, which raises a bare ValueError on NUL
+    path = _text(path, what)  # before realpath, which raises a bare ValueError on NUL
     if not path or not os.path.isabs(path):
         raise ValidationError("%s must be an absolute path, got %r" % (what, path), step=STEP)
     if not paths.inside(path, instances_path):
@@ -248,7 +254,8 @@ def validate_request(req):
     if not isinstance(props, dict):
         raise ValidationError("image properties must be a dict", step=STEP)
     for key in ("os_command_line", "hw_machine_type"):
-        _text(props.get(key), "image property %s" % key)
+        if props.get(key) is not None:
+            props[key] = _text(props[key], "image property %s" % key)
     req.cpu_model = _text(req.cpu_model, "cpu_model")
     _choice(props.get("hw_disk_bus", "virtio"), tuple(DISK_BUS_PREFIX), "hw_disk_bus")
     _choice(props.get("hw_cdrom_bus", "ide"), tuple(DISK_BUS_PREFIX), "hw_cdrom_bus")
@@ -275,9 +282,11 @@ def validate_request(req):
         raise ValidationError("interface MAC addresses must be unique, got %s" % macs, step=STEP)
     if req.vnc:
         try:
-            ipaddress.ip_address(req.vnc_listen)
+            # libvirt's listen address takes no IPv6 scope (::1%eth0).
+            if getattr(ipaddress.ip_address(req.vnc_listen), "scope_id", None):
+                raise ValueError("scoped")
         except ValueError:
-            raise ValidationError("vnc_listen must be an IP address, got %r" % req.vnc_listen, step=STEP)
+            raise ValidationError("vnc_listen must be an IP address without a scope, got %r" % req.vnc_listen, step=STEP)
     req.owner = _owner(req.owner)
     return req
 
@@ -316,11 +325,12 @@ def _owner(owner):
 def _topology(flavor):
     specs = flavor["extra_specs"]
     parts = [specs.get("hw:cpu_%s" % k) for k in ("sockets", "cores", "threads")]
-    if not any(parts):
+    if all(p is None for p in parts):
         flavor["topology"] = None
         return
     names = ("sockets", "cores", "threads")
-    sockets, cores, threads = (_int(p or 1, "hw:cpu_%s" % k, 1) for p, k in zip(parts, names, strict=True))
+    # A part left out is 1; one given as 0 is an error, not 1.
+    sockets, cores, threads = (_int(1 if p is None else p, "hw:cpu_%s" % k, 1) for p, k in zip(parts, names, strict=True))
     if sockets * cores * threads != flavor["vcpus"]:
         raise ValidationError(
             "CPU topology %d sockets x %d cores x %d threads does not match %d vcpus"
@@ -371,7 +381,7 @@ def _interface(nic, props):
         "target_dev": target,
         "source_bridge": bridge,
         "model": _choice(nic.get("model") or props.get("hw_vif_model", "virtio"), VIF_MODELS, "interface model"),
-        "mtu": _int(mtu, "interface mtu", 68) if mtu not in (None, "") else None,
+        "mtu": _int(mtu, "interface mtu", 68, 65535) if mtu not in (None, "") else None,
         "port_id": nic.get("port_id"),
     }
 
@@ -586,16 +596,20 @@ def write_domain_xml(params, check_mode=False):
     """The ``domain_xml`` step: validate, probe the host, build, validate, write libvirt.xml if it changed."""
     virt_type, reason = detect_virt_type(params.get("virt_type") or "auto")
     req = validate_request(DomainRequest(virt_type=virt_type, **{k: params.get(k) for k in REQUEST_FIELDS if k in params}))
+    uri = validate_libvirt_uri("qemu:///system" if params.get("libvirt_uri") is None else params["libvirt_uri"], STEP)
     instances_path = req.instances_path
     path = os.path.join(req.instance_dir, "libvirt.xml")
+    exists = os.path.isdir(req.instance_dir)
+    if not exists and not check_mode:
+        # Before the host probe, whose O_DIRECT test file would otherwise land in a parent directory.
+        raise DomainError("instance directory %s does not exist (run instance_claim first)" % req.instance_dir, step=STEP)
     probe_dir = os.path.dirname(req.disks[0]["path"]) if req.disks else req.instance_dir
     if check_mode and not os.path.isdir(probe_dir):
         # The O_DIRECT probe writes a file; check mode does not create anything outside a dir we own (a
         # request checked before the server exists would probe the instances_path or its parents).
         probe_dir = None
-    with Connection(params.get("libvirt_uri") or "qemu:///system", step=STEP) as conn:
+    with Connection(uri, step=STEP) as conn:
         host = probe_host(conn, virt_type, machine=req.properties.get("hw_machine_type"), disk_dir=probe_dir)
-    exists = os.path.isdir(req.instance_dir)
     if exists:
         paths.require_inside(path, instances_path, step=STEP)
     old = read_bytes(path) if exists else None
@@ -603,8 +617,6 @@ def write_domain_xml(params, check_mode=False):
     validated = validate_xml(xml) if params.get("validate", True) else False
     changed = old != xml
     if changed and not check_mode:
-        if not exists:
-            raise DomainError("instance directory %s does not exist (run instance_claim first)" % req.instance_dir, step=STEP)
         write_atomic(path, xml, mode=0o600)
         if old is None:
             Journal(req.instance_dir).record(STEP, created=[path])

@@ -13,7 +13,10 @@ import datetime
 import os
 import xml.etree.ElementTree as ET
 
+from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.libvirt_uri import validate_libvirt_uri
+from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import MAX_INT, validate_number
 from ansible_collections.nimbus.compute.plugins.module_utils._common.paths import validate_uuid
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.host_state import HostState
@@ -160,8 +163,9 @@ def gather(libvirt_uri, instances_path, reserved_host_memory_mb=512, reserved_ho
     for name, value in (("reserved_host_memory_mb", reserved_host_memory_mb), ("reserved_host_disk_mb", reserved_host_disk_mb),
                         ("reserved_host_cpus", reserved_host_cpus), ("ram_allocation_ratio", ram_allocation_ratio),
                         ("disk_allocation_ratio", disk_allocation_ratio), ("cpu_allocation_ratio", cpu_allocation_ratio)):
-        if value < 0:
-            raise ValidationError("%s must not be negative" % name, step=STEP)
+        validate_number(value, name, STEP, minimum=0, maximum=MAX_INT)
+    validate_libvirt_uri(libvirt_uri, STEP)
+    paths.validate_instances_path(instances_path, step=STEP)
     conn = _open(libvirt_uri)
     try:
         _model, memory_mb, cpus, _mhz, _nodes, _sockets, _cores, _threads = conn.getInfo()

@@ -24,7 +24,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._image.cache import
 from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import ImageError
 
 STEP_CLEANUP = "image_cache_cleanup"
-BASE_NAME = re.compile(r"^([0-9a-f]{40})(\.part|\.converting)?$")
+BASE_NAME = re.compile(r"^([0-9a-f]{40})(\.part|\.converting)?\Z")
 _REFERENCE = re.compile(r"_base/([0-9a-f]{40})(?![0-9a-f])")
 REFERENCE_FILES = ("libvirt.xml", "instance.json")
 MAX_REFERENCE_BYTES = 1 << 20

@@ -17,7 +17,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._image.errors impor
 
 SCHEMES = ("http", "https", "file")
 CHECKSUM_ALGORITHMS = {"sha256": 64, "sha512": 128}
-_CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)$")
+_CHECKSUM = re.compile(r"^(sha256|sha512):([0-9a-fA-F]+)\Z")
 
 
 def redact(url):

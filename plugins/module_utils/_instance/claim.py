@@ -20,6 +20,8 @@ import os
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import JOURNAL_NAME, Journal, JournalError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.libvirt_uri import validate_libvirt_uri
+from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import MAX_INT, validate_number
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import layout
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.flavor import requested_disk_mb, validate_flavor
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.owner import qemu_owner
@@ -143,13 +145,16 @@ def check(request, totals, used, ratios, reserved):
 
 
 def _validate_numbers(ratios, reserved, totals):
+    # Finite too: a NaN ratio makes every "fits" false and reads as a full host (a reschedule, not an error).
     for res in RESOURCES:
-        if ratios[res] is None or ratios[res] <= 0:
+        if ratios[res] is None:
             raise ValidationError("%s allocation ratio must be greater than 0" % res, step=STEP)
-        if reserved[res] is None or reserved[res] < 0:
+        validate_number(ratios[res], "%s allocation ratio" % res, STEP, positive=True)
+        if reserved[res] is None:
             raise ValidationError("reserved %s must not be negative" % res, step=STEP)
-        if totals[res] is not None and totals[res] <= 0:
-            raise ValidationError("host total %s must be greater than 0" % res, step=STEP)
+        validate_number(reserved[res], "reserved %s" % res, STEP, minimum=0, maximum=MAX_INT)
+        if totals[res] is not None:
+            validate_number(totals[res], "host total %s" % res, STEP, positive=True, maximum=MAX_INT)
 
 
 def claim(instance_uuid, flavor, instances_path, *, libvirt_uri="qemu:///system", ratios=None, reserved=None,
@@ -162,6 +167,7 @@ def claim(instance_uuid, flavor, instances_path, *, libvirt_uri="qemu:///system"
     reserved = dict(DEFAULT_RESERVED, **(reserved or {}))
     _validate_numbers(ratios, reserved, {"memory_mb": totals.get("memory_mb"),
                                          "disk_mb": totals.get("disk_gb"), "vcpus": totals.get("vcpus")})
+    validate_libvirt_uri(libvirt_uri, STEP)
     host = host_totals(instances_path, libvirt_uri, totals.get("memory_mb"), totals.get("disk_gb"), totals.get("vcpus"))
     request = requested(flavor)
     record = dict(request, flavor=flavor["name"])

@@ -46,7 +46,8 @@ def files(instance_uuid, name, *, meta_data=None, user_data=None, network_data=N
     """``{relative path: bytes}`` of the drive; uuid, name and hostname filled in."""
     if not isinstance(meta_data or {}, dict) or not isinstance(network_data or {}, dict):
         raise ValidationError("meta_data and network_data must be dictionaries", step=step)
-    if user_data is not None and len(user_data) > MAX_USER_DATA:
+    # Bytes, not characters: 40,000 "é" are 80,000 bytes on the drive.
+    if user_data is not None and len(user_data.encode("utf-8") if isinstance(user_data, str) else user_data) > MAX_USER_DATA:
         raise ValidationError("user_data is larger than %d bytes" % MAX_USER_DATA, step=step)
     meta = dict(meta_data or {})
     if meta.get("uuid", instance_uuid) != instance_uuid:

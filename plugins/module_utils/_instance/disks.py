@@ -13,7 +13,6 @@ journal before it appears, so a rollback or ``state: absent`` removes exactly wh
 from __future__ import annotations
 
 import os
-import re
 import shutil
 from dataclasses import dataclass
 
@@ -33,7 +32,8 @@ from ansible_collections.nimbus.compute.plugins.module_utils._instance.owner imp
 STEP = layout.STEP_DISKS
 EPHEMERAL_LABEL = "ephemeral0"  # Nova's label for the first ephemeral disk
 SECTOR = 512
-FS_NAME = re.compile(r"^[a-z0-9]{1,16}$")
+# File systems whose mkfs takes the label the way _build passes it (-L, or -n for FAT).
+EPHEMERAL_FORMATS = ("btrfs", "ext2", "ext3", "ext4", "msdos", "ntfs", "vfat", "xfs")
 
 
 @dataclass
@@ -52,7 +52,8 @@ class PlannedDisk:
 
 
 def _validate_base(base_path, instances_path):
-    if not base_path or not os.path.isabs(base_path):
+    # NUL: os.path.realpath raises a bare ValueError.
+    if not isinstance(base_path, str) or not os.path.isabs(base_path) or "\0" in base_path:
         raise ValidationError("base_path must be an absolute path inside %s" % paths.base_dir(instances_path), step=STEP)
     real_base_dir = os.path.realpath(paths.base_dir(instances_path))
     real = os.path.realpath(base_path)
@@ -231,8 +232,9 @@ def ensure(instance_uuid, instances_path, flavor, base_path, *, config_drive_ena
     """Create the missing disks; the module result (changed, instance_dir, domain_disks, diff, warnings)."""
     flavor = validate_flavor(flavor, step=STEP)
     instance_uuid, inst_dir = layout.resolve_instance_dir(instances_path, instance_uuid, STEP)
-    if ephemeral_format is not None and not FS_NAME.match(ephemeral_format):
-        raise ValidationError("ephemeral_format %r is not a file system name" % ephemeral_format, step=STEP)
+    if ephemeral_format is not None and ephemeral_format not in EPHEMERAL_FORMATS:
+        raise ValidationError("ephemeral_format %r is not one of %s" % (ephemeral_format, ", ".join(EPHEMERAL_FORMATS)),
+                              step=STEP)
     base, base_size = _validate_base(base_path, instances_path)
     content = None
     if config_drive_enabled:

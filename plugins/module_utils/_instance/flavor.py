@@ -1,6 +1,6 @@
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
-"""Flavor sanity (RELIABILITY.md): vcpus >= 1, RAM >= 16 MiB, disks >= 0, a name.
+"""Flavor sanity (RELIABILITY.md): vcpus >= 1, RAM >= 16 MiB, disks >= 0, each at most Nova's MAX_INT, a name.
 
 Checked before anything changes, by both the claim and the disk step.
 """
@@ -8,6 +8,7 @@ Checked before anything changes, by both the claim and the disk step.
 from __future__ import annotations
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import MAX_INT
 
 MIN_MEMORY_MB = 16
 # field -> smallest accepted value
@@ -22,8 +23,10 @@ def _integer(value, field, step):
         raise ValidationError("flavor %s must be an integer, not %r" % (field, value), step=step)
     if isinstance(value, int):
         return value
-    if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+    # isdigit() also takes "²" and other digits that int() refuses: ASCII digits only.
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit():
+        return int(text)
     if isinstance(value, float) and value.is_integer():
         return int(value)
     raise ValidationError("flavor %s must be an integer, not %r" % (field, value), step=step)
@@ -41,9 +44,12 @@ def validate_flavor(flavor, step="validate"):
         if field in ("vcpus", "memory_mb") and field not in flavor:
             raise ValidationError("flavor %s is required" % field, step=step)
         value = _integer(flavor.get(field, 0) or 0, field, step)
+        unit = " MiB" if field in ("memory_mb", "swap") else " GiB" if field.endswith("_gb") else ""
         if value < minimum:
-            unit = " MiB" if field == "memory_mb" else ""
             raise ValidationError("flavor %s is %d, must be at least %d%s" % (field, value, minimum, unit), step=step)
+        # Nova's own bound on flavor fields; beyond it sizes overflow file and libvirt calls.
+        if value > MAX_INT:
+            raise ValidationError("flavor %s is %d, must be at most %d%s" % (field, value, MAX_INT, unit), step=step)
         normalised[field] = value
     extra_specs = flavor.get("extra_specs") or {}
     if not isinstance(extra_specs, dict):

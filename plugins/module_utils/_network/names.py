@@ -23,8 +23,8 @@ BRIDGE_PREFIX = "brq"
 # Nova's libvirt driver and Neutron use this OUI for the MACs they generate.
 MAC_PREFIX = (0xFA, 0x16, 0x3E)
 
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,15}$")
-_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}$")
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.\-]{1,15}\Z")
+_MAC_RE = re.compile(r"^([0-9a-f]{2}:){5}[0-9a-f]{2}\Z")
 
 
 def validate_ifname(name, what="interface name"):

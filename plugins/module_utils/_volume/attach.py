@@ -49,7 +49,7 @@ STATES = ("present", "absent")
 DRIVERS = {"iscsi": iscsi.validate, "nbd": nbd.validate, "rbd": rbd.validate}
 ACCESS_MODES = ("rw", "ro")
 # A libvirt user alias is ua-[A-Za-z0-9_-]+; Cinder volume ids are UUIDs.
-VOLUME_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
+VOLUME_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}\Z")
 VIR_DOMAIN_AFFECT_LIVE = 1
 VIR_DOMAIN_AFFECT_CONFIG = 2
 VIR_DOMAIN_XML_INACTIVE = 2

@@ -12,7 +12,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.errors impo
 from ansible_collections.nimbus.compute.plugins.module_utils._volume.errors import STEP, VolumeError
 
 LABEL = r"[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?"
-HOSTNAME_RE = re.compile(r"^(?=.{1,253}$)%s(\.%s)*$" % (LABEL, LABEL))
+HOSTNAME_RE = re.compile(r"^(?=.{1,253}\Z)%s(\.%s)*\Z" % (LABEL, LABEL))
 
 
 def invalid(msg):

@@ -29,8 +29,8 @@ AUTH_METHODS = ("CHAP",)
 # RFC 3720 names: iqn.YYYY-MM.reversed.domain[:anything], eui.<16 hex>, naa.<16|32 hex>. No '/' or space:
 # QEMU's source name is "<iqn>/<lun>".
 IQN_RE = re.compile(r"^(iqn\.\d{4}-(0[1-9]|1[0-2])\.[a-z0-9]([a-z0-9.-]*[a-z0-9])?(:[^\s/]{1,200})?|eui\.[0-9a-f]{16}"
-                    r"|naa\.([0-9a-f]{16}|[0-9a-f]{32}))$", re.IGNORECASE)
-CHAP_USER_RE = re.compile(r"^[\x21-\x7e]{1,255}$")
+                    r"|naa\.([0-9a-f]{16}|[0-9a-f]{32}))\Z", re.IGNORECASE)
+CHAP_USER_RE = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 TRANSPORT_PATHS = ("/sys/class/iscsi_transport/tcp", "/sys/module/iscsi_tcp")
 
 ISCSIADM = CommandRunner("iscsiadm", step=STEP, timeout=30.0)

@@ -13,8 +13,8 @@ from ansible_collections.nimbus.compute.plugins.module_utils._volume import comm
 from ansible_collections.nimbus.compute.plugins.module_utils._volume.errors import STEP
 
 DEFAULT_PORT = 6789
-NAME_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")
-CEPH_USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+NAME_PART_RE = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}\Z")
+CEPH_USER_RE = re.compile(r"^[A-Za-z0-9_.-]{1,64}\Z")
 
 
 def _list(data, key):

@@ -18,7 +18,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._volume import comm
 
 ALIAS_PREFIX = "ua-volume-"
 BUSES = ("virtio", "scsi", "sata")
-DEV_RE = re.compile(r"^(vd|sd|hd|xvd)([a-z]{1,3})$")
+DEV_RE = re.compile(r"^(vd|sd|hd|xvd)([a-z]{1,3})\Z")
 
 
 def alias(volume_id):

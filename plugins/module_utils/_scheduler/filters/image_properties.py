@@ -9,7 +9,7 @@ import re
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.base import BaseHostFilter
 
-_PREDICATE = re.compile(r"^\s*(<=|>=|<|>|!=|==)\s*([0-9]+(?:\.[0-9]+)*)\s*$")
+_PREDICATE = re.compile(r"^\s*(<=|>=|<|>|!=|==)\s*([0-9]+(?:\.[0-9]+)*)\s*\Z")
 _COMPARE = {
     "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b,
     ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "!=": lambda a, b: a != b,

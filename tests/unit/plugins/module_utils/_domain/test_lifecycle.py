@@ -140,8 +140,34 @@ def test_bad_input(conn, uuid):
         lifecycle.ensure(conn, uuid, state="gone")
     with pytest.raises(DomainError, match="is not defined and no XML"):
         lifecycle.ensure(conn, uuid, state="running")
-    with pytest.raises(ValidationError, match="start_timeout must be > 0"):
+    with pytest.raises(ValidationError, match=r"start_timeout \(seconds\) must be greater than 0"):
         lifecycle.run({"uuid": uuid, "state": "running", "start_timeout": 0, "libvirt_uri": "test:///default"})
+
+
+@pytest.mark.parametrize("params, message", [
+    # 10**30 s overflowed time_t inside the start's wait, after defineXML.
+    ({"start_timeout": 10 ** 30}, r"start_timeout \(seconds\) is 1000000000000000000000000000000, must be at most 604800"),
+    ({"shutdown_timeout": float("nan")}, r"shutdown_timeout \(seconds\) must be a finite number"),
+    ({"libvirt_uri": ""}, "libvirt_uri must be a non-empty URI"),
+    ({"libvirt_uri": "test:///default\0"}, "without control characters"),
+    ({"instances_path": ""}, "instances_path must be an absolute path"),
+    ({"instances_path": "relative"}, "instances_path must be an absolute path"),
+])
+def test_bad_options_fail_before_the_domain_is_defined(conn, tmp_path, uuid, params, message):
+    args = {"uuid": uuid, "instances_path": str(tmp_path), "libvirt_uri": "test:///default", "xml": domain_xml(uuid),
+            "state": "running"}
+    args.update(params)
+    with pytest.raises(ValidationError, match=message):
+        lifecycle.run(args)
+    assert lifecycle.find(conn, uuid=uuid) is None
+
+
+def test_a_libvirt_xml_that_is_not_utf8_is_a_validation_error(conn, tmp_path, uuid):
+    (tmp_path / uuid).mkdir()
+    (tmp_path / uuid / "libvirt.xml").write_bytes(b"<domain>\xff\xfe</domain>")
+    with pytest.raises(ValidationError, match=r"libvirt\.xml is not UTF-8 text"):
+        lifecycle.run({"uuid": uuid, "instances_path": str(tmp_path), "libvirt_uri": "test:///default", "state": "running"})
+    assert lifecycle.find(conn, uuid=uuid) is None
 
 
 def test_bounded_call_times_out():

@@ -171,6 +171,19 @@ def test_user_text_is_escaped_into_metadata_only():
     (dict(ramdisk=ROOT + "/_base/r"), "needs a kernel"),
     (dict(kernel="/boot/vmlinuz"), "outside instances_path"),
     (dict(vnc=True, vnc_listen="example.com"), "must be an IP address"),
+    (dict(vnc=True, vnc_listen="::1%eth0"), "without a scope"),
+    (dict(disks=[{"name": "disk", "path": ["a"]}]), "disk disk path must be a string"),
+    (dict(disks=[{"name": "disk", "path": 5}]), "disk disk path must be an absolute path"),
+    (dict(image={"id": ["x"]}), "image id must be a string"),
+    (dict(image={"id": "img", "properties": {"hw_machine_type": ["pc"]}}), "image property hw_machine_type must be a string"),
+    # A part given as 0 is an error; only a part left out counts as 1.
+    (dict(flavor={"name": "f", "vcpus": 2, "memory_mb": 64, "extra_specs": {"hw:cpu_sockets": 0, "hw:cpu_cores": 2}}),
+     "hw:cpu_sockets must be >= 1"),
+    # "$" would match before a trailing newline.
+    (dict(interfaces=[{"type": "bridge", "source_bridge": "br0\n", "mac": "fa:16:3e:00:00:01"}]), "needs a valid source_bridge"),
+    (dict(interfaces=[{"type": "bridge", "source_bridge": "br0", "mac": "fa:16:3e:00:00:01\n"}]), "not a unicast MAC"),
+    (dict(interfaces=[{"type": "bridge", "source_bridge": "br0", "mac": "fa:16:3e:00:00:01", "mtu": 10 ** 30}]),
+     "interface mtu must be <= 65535"),
     (dict(cpu_mode="custom"), "needs cpu_model"),
 ])
 def test_bad_input_is_a_validation_error(change, message):

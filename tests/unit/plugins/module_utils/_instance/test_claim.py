@@ -145,6 +145,12 @@ def test_release_removes_dir_only_when_unused(tmp_path):
         ({"ratios": dict(RATIOS, vcpus=0)}, "allocation ratio must be greater than 0"),
         ({"reserved": dict(RESERVED, memory_mb=-1)}, "must not be negative"),
         ({"totals": dict(TOTALS, vcpus=0)}, "host total vcpus"),
+        # NaN makes every "fits" false: it would read as a full host and reschedule, not fail.
+        ({"ratios": dict(RATIOS, memory_mb=float("nan"))}, "memory_mb allocation ratio must be a finite number"),
+        ({"ratios": dict(RATIOS, disk_mb=float("inf"))}, "disk_mb allocation ratio must be a finite number"),
+        ({"reserved": dict(RESERVED, memory_mb=10 ** 30)}, "must be at most"),
+        ({"libvirt_uri": ""}, "libvirt_uri must be a non-empty URI"),
+        ({"libvirt_uri": "test:///default\0"}, "without control characters"),
     ],
 )
 def test_bad_numbers_rejected(tmp_path, kw, message):
@@ -152,6 +158,7 @@ def test_bad_numbers_rejected(tmp_path, kw, message):
     args.update(kw)
     with pytest.raises(ValidationError, match=message):
         claim.claim(UUIDS[0], FLAVOR, str(tmp_path), **args)
+    assert list(tmp_path.iterdir()) == []  # checked before any lock file or directory
 
 
 def test_invalid_uuid_and_relative_path(tmp_path):

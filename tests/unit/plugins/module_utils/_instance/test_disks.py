@@ -75,7 +75,12 @@ def test_only_root_disk_for_plain_flavor(host):
         ({"base_path": "BASE_DIR/../escape"}, "is not inside"),
         ({"flavor": dict(FLAVOR, memory_mb=0)}, "memory_mb is 0"),
         ({"flavor": dict(FLAVOR, root_gb=0.5)}, "root_gb must be an integer"),
-        ({"ephemeral_format": "ext4; rm -rf /"}, "not a file system name"),
+        ({"ephemeral_format": "ext4; rm -rf /"}, "is not one of btrfs, ext2"),
+        ({"ephemeral_format": "ext4\n"}, "is not one of"),
+        # mkfs.minix has no -L: refused here, not by a failing mkfs after the claim.
+        ({"ephemeral_format": "minix"}, "is not one of"),
+        ({"base_path": "BASE_DIR/img\0x"}, "absolute path"),
+        ({"flavor": dict(FLAVOR, swap=10 ** 30)}, "must be at most"),
         ({"user_data": "#!/bin/sh"}, "need config_drive: true"),
     ],
 )

@@ -25,6 +25,11 @@ def test_normalises_strings_and_defaults():
         ({"vcpus": True}, "vcpus must be an integer"),
         ({"vcpus": 1.5}, "vcpus must be an integer"),
         ({"memory_mb": "lots"}, "memory_mb must be an integer"),
+        # str.isdigit() takes these, int() does not: a ValidationError, not a ValueError.
+        ({"vcpus": "\u00b2"}, "vcpus must be an integer"),
+        ({"memory_mb": "\u0665\u0661\u0662"}, "memory_mb must be an integer"),
+        ({"swap": 10 ** 30}, "swap is %d, must be at most 2147483647 MiB" % 10 ** 30),
+        ({"root_gb": 2 ** 31}, "must be at most 2147483647 GiB"),
         ({"name": ""}, "flavor name"),
         ({"name": None}, "flavor name"),
         ({"extra_specs": ["x"]}, "extra_specs must be a dictionary"),

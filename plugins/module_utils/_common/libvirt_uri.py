@@ -1,0 +1,17 @@
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+"""The libvirt URI a module connects to, checked before anything changes.
+
+libvirt takes an empty URI for "the default connection" (often the system daemon, not the one
+the play meant), and the Python bindings raise ValueError, not libvirtError, on a NUL byte.
+"""
+
+from __future__ import annotations
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+
+
+def validate_libvirt_uri(uri, step, what="libvirt_uri"):
+    if not isinstance(uri, str) or not uri.strip() or any(ord(char) < 32 or char == "\x7f" for char in uri):
+        raise ValidationError("%s must be a non-empty URI without control characters, got %r" % (what, uri), step=step)
+    return uri
