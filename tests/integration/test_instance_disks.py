@@ -172,9 +172,12 @@ def test_second_run_unchanged_and_config_change_rebuilds_only_the_drive(host, tm
         os.path.join(host.dir, "disk")]
 
 
-def test_file_system_without_its_mkfs_gives_a_blank_disk_and_a_warning(host, tmp_path):
-    result = host.ensure(ephemeral_format="nosuchfs", config_drive_enabled=False)
-    assert result["warnings"] == ["mkfs.nosuchfs not found: disk.local left blank"]
+def test_file_system_without_its_mkfs_gives_a_blank_disk_and_a_warning(host, tmp_path, monkeypatch):
+    # A supported file system whose tools are not installed on the host: mkfs.xfs hidden from the step.
+    real_which = shutil.which
+    monkeypatch.setattr(disks.shutil, "which", lambda name: None if name == "mkfs.xfs" else real_which(name))
+    result = host.ensure(ephemeral_format="xfs", config_drive_enabled=False)
+    assert result["warnings"] == ["mkfs.xfs not found: disk.local left blank"]
     assert qemu_img.info(os.path.join(host.dir, "disk.local"), "qcow2")["virtual-size"] == GIB
     if shutil.which("blkid"):
         assert "TYPE" not in blkid(os.path.join(host.dir, "disk.local"), tmp_path)
