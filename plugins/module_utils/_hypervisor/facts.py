@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import re
 import xml.etree.ElementTree as ET
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
@@ -90,6 +91,32 @@ def pci_vendor_product(device_xml):
     return tuple(cap.find(tag).get("id", "").lower().removeprefix("0x") for tag in ("vendor", "product"))
 
 
+# Placement's trait names (os-traits): CUSTOM_SSD, HW_CPU_X86_AVX2 ...
+TRAIT_RE = re.compile(r"[A-Z0-9_]{1,255}\Z")
+PCI_SPEC_KEYS = ("vendor_id", "product_id")
+PCI_ID_RE = re.compile(r"[0-9a-fA-F]{4}\Z")
+
+
+def _validate_labels(availability_zone, traits, pci_device_spec):
+    """What the scheduler matches on, checked before it is published as a fact that never matches."""
+    # Nova refuses ':' in a zone name (it separates zone and host in a forced placement).
+    if (not isinstance(availability_zone, str) or not availability_zone.strip() or ":" in availability_zone
+            or any(ord(char) < 32 for char in availability_zone)):
+        raise ValidationError("availability_zone must be a non-empty name without ':' or control characters, got %r"
+                              % (availability_zone,), step=STEP)
+    for trait in traits or []:
+        if not isinstance(trait, str) or not TRAIT_RE.match(trait):
+            raise ValidationError("trait %r is not a trait name (upper-case letters, digits and _, e.g. CUSTOM_SSD)" % (trait,),
+                                  step=STEP)
+    for spec in pci_device_spec or []:
+        unknown = sorted(str(key) for key in (spec if isinstance(spec, dict) else {}) if key not in PCI_SPEC_KEYS)
+        if not isinstance(spec, dict) or unknown:
+            raise ValidationError("pci_device_spec entries are {vendor_id, product_id}, got %r" % (spec,), step=STEP)
+        for key in PCI_SPEC_KEYS:
+            if key in spec and not PCI_ID_RE.match(str(spec[key])):
+                raise ValidationError("pci_device_spec %s %r is not 4 hex digits" % (key, spec[key]), step=STEP)
+
+
 def pci_pools(device_xmls, device_spec):
     """Nova-style pci_stats pools: how many host PCI devices match each vendor/product of ``device_spec``."""
     counts = {}
@@ -166,6 +193,7 @@ def gather(libvirt_uri, instances_path, reserved_host_memory_mb=512, reserved_ho
         validate_number(value, name, STEP, minimum=0, maximum=MAX_INT)
     validate_libvirt_uri(libvirt_uri, STEP)
     paths.validate_instances_path(instances_path, step=STEP)
+    _validate_labels(availability_zone, traits, pci_device_spec)
     conn = _open(libvirt_uri)
     try:
         _model, memory_mb, cpus, _mhz, _nodes, _sockets, _cores, _threads = conn.getInfo()

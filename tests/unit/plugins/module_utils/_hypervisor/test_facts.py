@@ -74,6 +74,29 @@ def test_bad_input_and_unreachable_libvirt_fail_clearly(tmp_path):
         hv.gather("test:///" + str(tmp_path / "missing.xml"), str(tmp_path))
 
 
+@pytest.mark.parametrize("kw, message", [
+    ({"libvirt_uri": ""}, "libvirt_uri must be a non-empty URI"),
+    ({"libvirt_uri": TEST_URI + "\0"}, "without control characters"),
+    ({"instances_path": "relative"}, "instances_path must be an absolute path"),
+    ({"instances_path": "/tmp/x\0"}, "instances_path must be an absolute path"),
+    ({"ram_allocation_ratio": float("nan")}, "ram_allocation_ratio must be a finite number"),
+    ({"reserved_host_cpus": 10 ** 30}, "must be at most 2147483647"),
+    ({"availability_zone": ""}, "availability_zone must be a non-empty name"),
+    ({"availability_zone": "az1:hv1"}, "without ':'"),
+    ({"availability_zone": "az\0"}, "control characters"),
+    ({"traits": ["lower_case"]}, "'lower_case' is not a trait name"),
+    ({"traits": [""]}, "is not a trait name"),
+    ({"pci_device_spec": [{"vendor": "10de"}]}, "pci_device_spec entries are {vendor_id, product_id}"),
+    ({"pci_device_spec": ["10de"]}, "pci_device_spec entries are"),
+    ({"pci_device_spec": [{"vendor_id": "0x10de"}]}, "vendor_id '0x10de' is not 4 hex digits"),
+])
+def test_bad_options_fail_before_libvirt_is_asked(tmp_path, kw, message):
+    args = {"libvirt_uri": TEST_URI, "instances_path": str(tmp_path)}
+    args.update(kw)
+    with pytest.raises(ValidationError, match=message):
+        hv.gather(args.pop("libvirt_uri"), args.pop("instances_path"), **args)
+
+
 def test_capabilities_parsing_of_a_kvm_host():
     xml = """<capabilities><host><cpu><arch>x86_64</arch><model>EPYC</model><vendor>AMD</vendor>
       <topology sockets='1' cores='2' threads='1'/><feature name='avx2'/><feature name='sse4.2'/></cpu></host>
