@@ -5,6 +5,10 @@
 
 from __future__ import annotations
 
+import contextlib
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.paths import validate_instances_path
+from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import STEP
 from ansible_collections.nimbus.compute.plugins.module_utils._network.links import (
     Links,
     Registry,
@@ -14,6 +18,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._network.links impo
     plan_removal,
     plan_tap,
 )
+from ansible_collections.nimbus.compute.plugins.module_utils._network.names import validate_netns
 from ansible_collections.nimbus.compute.plugins.module_utils._network.nft import Firewall
 
 VIF_TYPES = ("bridge", "ethernet")
@@ -36,8 +41,24 @@ def domain_interfaces(request, vif_type="bridge"):
     ]
 
 
+def validate_host_args(instances_path, netns):
+    """instances_path and netns, checked before anything is read, run or made: a relative path would put the
+    registry and its lock under the working directory, a NUL in either raises ValueError deep in the OS
+    calls, and a netns such as ``--help`` or ``../x`` would reach ``ip`` as an option or a path."""
+    validate_instances_path(instances_path, step=STEP)
+    if netns is not None:
+        validate_netns(netns)
+
+
+def _locked(registry, check_mode):
+    """The host's network lock around a run that changes links or rules. Check mode only reads (network.json
+    is replaced atomically, so it is never seen half-written) and creates nothing, not even the lock file."""
+    return contextlib.nullcontext(registry) if check_mode else registry.lock()
+
+
 def ensure_present(request, instances_path, *, netns=None, vif_type="bridge", scope="all", check_mode=False):
     """Bridges, uplinks, taps (``ethernet``) and the firewall tables; returns the module result."""
+    validate_host_args(instances_path, netns)
     links, firewall = Links(netns), Firewall(netns)
     result = {"changed": False, "commands": [], "created_links": [], "firewall": {}}
     registry = Registry(instances_path)  # a corrupt network.json fails here, before anything changes
@@ -50,7 +71,7 @@ def ensure_present(request, instances_path, *, netns=None, vif_type="bridge", sc
             firewall.check_sysctls()
         else:
             firewall.preflight()
-    with registry.lock():
+    with _locked(registry, check_mode):
         if scope in ("all", "links"):
             vlan_plan, plan, created, uplinks = [], [], [], {}
             for net in {p.network.bridge: p.network for p in request.ports}.values():
@@ -94,10 +115,11 @@ def _recorder(registry, request, uplinks):
 
 def ensure_absent(instance_uuid, instances_path, *, netns=None, scope="all", check_mode=False):
     """Remove the instance's rules, its taps and the bridges/VLAN devices nobody uses any more."""
+    validate_host_args(instances_path, netns)
     links, firewall = Links(netns), Firewall(netns)
     result = {"changed": False, "commands": [], "removed_links": [], "firewall": {}}
     registry = Registry(instances_path)
-    with registry.lock():
+    with _locked(registry, check_mode):
         if scope in ("all", "firewall"):
             removed = firewall.remove(instance_uuid, check_mode=check_mode)
             result["firewall"] = {"changed": removed}

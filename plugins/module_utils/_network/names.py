@@ -36,6 +36,34 @@ def validate_ifname(name, what="interface name"):
     return name
 
 
+# ``ip netns`` keeps a namespace as the file /run/netns/<name>: one file name (NAME_MAX bytes).
+NETNS_MAX_BYTES = 255
+
+
+def validate_netns(name, what="netns"):
+    """A network namespace name as ``ip netns`` takes it: one non-empty file name under /run/netns (no '/',
+    not '.' or '..'), no NUL or control character, and not starting with '-' (``ip -n``/``ip netns exec``
+    would read it as an option)."""
+    def refuse(reason):
+        return NetworkValidationError("%s %r is not a network namespace name: %s" % (what, name, reason))
+
+    if not isinstance(name, str) or not name:
+        raise refuse("it must be a non-empty string")
+    if any(ord(char) < 32 or char == "\x7f" for char in name):
+        raise refuse("it contains a NUL or control character")
+    if "/" in name or name in (".", ".."):
+        raise refuse("it must be a single file name under /run/netns (no '/', not '.' or '..')")
+    if name.startswith("-"):
+        raise refuse("it must not start with '-'")
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise refuse("it is not valid UTF-8 text")
+    if size > NETNS_MAX_BYTES:
+        raise refuse("it is %d bytes long, at most %d" % (size, NETNS_MAX_BYTES))
+    return name
+
+
 def tap_name(port_id):
     """``tap<port-id[:11]>`` (14 characters), the name Nova gives a port's tap device."""
     return TAP_PREFIX + str(port_id)[:ID_PREFIX_LEN]

@@ -14,6 +14,7 @@ import pytest
 import yaml
 from moduletools import run_module
 
+from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandResult, CommandRunner
 from ansible_collections.nimbus.compute.plugins.modules import instance_network
 
 UUID = "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
@@ -69,6 +70,61 @@ def test_bad_input_fails_cleanly_before_any_change(tmp_path, capsys, extra, mess
     assert result["failed_step"] == "instance_network"
     assert "Traceback" not in json.dumps(result)
     assert os.listdir(tmp_path) == []
+
+
+@pytest.fixture
+def no_commands(monkeypatch):
+    """Fails the test if the module would run ``ip`` or ``nft`` (bad input must stop before them)."""
+    def run(self, args, *rest, **kwargs):
+        raise AssertionError("ran %s %s" % (self.binary, args))
+
+    monkeypatch.setattr(CommandRunner, "run", run)
+
+
+@pytest.mark.parametrize("state", ["present", "absent"])
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ({"instances_path": "rel"}, "instances_path must be an absolute path, got 'rel'"),
+        ({"instances_path": "/tmp/x\u0000"}, "instances_path must be an absolute path"),
+        ({"netns": "a\u0000b"}, "netns 'a\\x00b' is not a network namespace name"),
+        ({"netns": "--help"}, "netns '--help' is not a network namespace name"),
+        ({"netns": "../../x"}, "netns '../../x' is not a network namespace name"),
+        ({"netns": ""}, "netns '' is not a network namespace name"),
+        ({"netns": "."}, "netns '.' is not a network namespace name"),
+        ({"netns": "x" * 256}, "is not a network namespace name"),
+    ],
+)
+def test_bad_instances_path_or_netns_fails_before_anything(tmp_path, capsys, monkeypatch, no_commands, state, extra,
+                                                           message):
+    monkeypatch.chdir(tmp_path)
+    args = dict(instance_uuid=UUID, ports=PORTS, networks=NETWORKS, security_groups=SGS, instances_path=str(tmp_path),
+                state=state)
+    args.update(extra)
+    result = run(args, capsys)
+    assert result["failed"] is True and message in result["msg"], result["msg"]
+    assert result["failed_step"] == "instance_network" and result["msg"].startswith("instance_network: ")
+    assert "Traceback" not in json.dumps(result) and "exception" not in result
+    assert os.listdir(tmp_path) == [], "nothing created, not even relative to the working directory"
+
+
+@pytest.mark.parametrize("scope", ["links", "all", "firewall"])
+@pytest.mark.parametrize("state", ["present", "absent"])
+def test_check_mode_creates_no_directory_and_no_lock(tmp_path, capsys, monkeypatch, state, scope):
+    # No port and no registry: nothing to plan, so no ip or nft command is needed, only (in check mode) none is
+    # allowed to create instances_path, its locks directory or the network lock.
+    calls = []
+    monkeypatch.setattr(CommandRunner, "run", lambda self, args, *rest, **kwargs: calls.append(args) or _no_table(args))
+    path = tmp_path / "instances"
+    args = dict(instance_uuid=UUID, instances_path=str(path), state=state, scope=scope, netns="hv1")
+    result = run(args, capsys, check_mode=True)
+    assert result["rc"] == 0 and result["changed"] is False, result
+    assert os.listdir(tmp_path) == []
+    assert all(list(a[:2]) == ["netns", "exec"] and "nft" in a for a in calls), calls
+
+
+def _no_table(args):
+    return CommandResult(["ip", *args], 1, "", "Error: No such file or directory")
 
 
 @pytest.mark.parametrize("state", ["present", "absent"])

@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandResult
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare, xml_builder
 from ansible_collections.nimbus.compute.plugins.module_utils._network import instance, nft
@@ -216,3 +216,57 @@ def test_no_port_security_needs_no_preflight(tmp_path, kernel, monkeypatch):
     kernel.nft_refuses = True
     req = parse_request(INSTANCE, [{"id": PORT, "network": "n", "port_security_enabled": False}], [{"name": "n"}], [])
     assert ensure_present(req, str(tmp_path), netns="hv1", scope="links")["created_links"] == ["brqn"]
+
+
+# ---------------------------------------------------------------------------------------------
+# Check mode only reads; bad instances_path and netns fail before anything is read or made.
+
+
+@pytest.mark.parametrize("scope", ["all", "links", "firewall"])
+@pytest.mark.parametrize("state", ["present", "absent"])
+@pytest.mark.parametrize("exists", [True, False], ids=["instances_path", "no-instances_path"])
+def test_check_mode_creates_nothing_not_even_the_lock(tmp_path, kernel, monkeypatch, scope, state, exists):
+    monkeypatch.setattr(instance, "Firewall", fake_firewall(kernel))
+    path = tmp_path / "instances"
+    if exists:
+        path.mkdir()
+    if state == "present":
+        result = ensure_present(two_ports(), str(path), netns="hv1", vif_type="ethernet", scope=scope, check_mode=True)
+        assert result["changed"] is True
+    else:
+        ensure_absent(INSTANCE, str(path), netns="hv1", scope=scope, check_mode=True)
+    assert kernel.changes == 0 and set(kernel.links) == {"eth1"}
+    assert os.listdir(tmp_path) == (["instances"] if exists else [])
+    assert not exists or os.listdir(path) == []
+
+
+def test_check_mode_reads_the_registry_without_the_lock(tmp_path, kernel):
+    ensure_present(two_ports(), str(tmp_path), vif_type="ethernet", scope="links")
+    (tmp_path / "locks" / "network.lock").unlink()
+    (tmp_path / "locks").rmdir()
+    planned = ensure_absent(INSTANCE, str(tmp_path), scope="links", check_mode=True)
+    assert sorted(planned["removed_links"]) == ["brqn", "tapaaaaaaaa-00", "tapbbbbbbbb-00"]
+    assert os.listdir(tmp_path) == ["network.json"]
+
+
+@pytest.mark.parametrize("call", ["present", "absent"])
+@pytest.mark.parametrize("instances_path, netns, message", [
+    ("relative/instances", None, "instances_path must be an absolute path"),
+    ("/srv/x\0y", None, "instances_path must be an absolute path"),
+    ("", None, "instances_path must be an absolute path"),
+    (None, "a\0b", "netns"),
+    (None, "--help", "netns"),
+    (None, "../../x", "netns"),
+])
+def test_bad_instances_path_or_netns_fails_before_anything(tmp_path, kernel, monkeypatch, call, instances_path, netns,
+                                                           message):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(instance, "Firewall", fake_firewall(kernel))
+    path = str(tmp_path / "instances") if instances_path is None else instances_path
+    with pytest.raises(ValidationError, match=message) as err:
+        if call == "present":
+            ensure_present(two_ports(), path, netns=netns, vif_type="ethernet")
+        else:
+            ensure_absent(INSTANCE, path, netns=netns)
+    assert err.value.step == "instance_network"
+    assert kernel.changes == 0 and os.listdir(tmp_path) == []

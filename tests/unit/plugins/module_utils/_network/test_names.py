@@ -17,6 +17,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._network.names impo
     tap_name,
     validate_ifname,
     validate_mac,
+    validate_netns,
     vlan_interface_name,
 )
 
@@ -67,3 +68,20 @@ def test_bad_macs(bad):
 
 def test_link_local_is_eui64():
     assert link_local_ipv6("fa:16:3e:f4:ce:00") == ipaddress.IPv6Address("fe80::f816:3eff:fef4:ce00")
+
+
+@pytest.mark.parametrize("good", ["hv1", "nimbus-test-mod-1a2b3c", "lab.hv_2", "a" * 255, "é"])
+def test_netns_names_that_ip_netns_takes(good):
+    assert validate_netns(good) == good
+
+
+@pytest.mark.parametrize("bad", [
+    "", "a\x00b", "--help", "-n", "../../x", "a/b", "/", ".", "..", "tab\there", "new\nline", "del\x7f",
+    "a" * 256, "é" * 128, "\ud800", 5, ["hv1"],
+])
+def test_bad_netns_names(bad):
+    """Each would reach ``ip -n``/``ip netns exec`` as it is: an option, a path out of /run/netns, a NUL
+    (a ValueError from subprocess), or a name the file system cannot hold."""
+    with pytest.raises(NetworkValidationError, match="netns") as err:
+        validate_netns(bad)
+    assert err.value.step == "instance_network"
