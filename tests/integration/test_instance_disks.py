@@ -303,6 +303,8 @@ def test_broken_tool_is_a_clean_error_and_leaves_nothing(host, broken_tool, caps
         after.pop(os.path.join(host.dir, "instance.json"))
         before.pop(os.path.join(host.dir, "instance.json"))
     assert after == before
+    # Without a claim nothing of the server is left, so neither is its lock file.
+    assert os.path.exists(os.path.join(paths.locks_dir(host.path), host.uuid + ".lock")) is claimed
     # The next run, with working tools, completes the build.
     shutil.rmtree(os.path.dirname(shutil.which(tool)))
     assert host.ensure()["changed"] is True

@@ -34,8 +34,14 @@ class FileLock:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                return self
+                if self._still_the_file(fd):
+                    self._fd = fd
+                    return self
+                # The holder removed the lock file before releasing it (a refused claim, a released
+                # server): this lock is on a file nobody else will open again. Lock the path's file.
+                os.close(fd)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                continue
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
@@ -48,6 +54,14 @@ class FileLock:
                     step=self.step,
                 )
             time.sleep(self.poll)
+
+    def _still_the_file(self, fd):
+        try:
+            path_stat = os.stat(self.path)
+        except FileNotFoundError:
+            return False
+        fd_stat = os.fstat(fd)
+        return (path_stat.st_dev, path_stat.st_ino) == (fd_stat.st_dev, fd_stat.st_ino)
 
     def release(self):
         if self._fd is not None:

@@ -184,15 +184,8 @@ def claim(instance_uuid, flavor, instances_path, *, libvirt_uri="qemu:///system"
             # Nothing of the server exists on this host: a refusal (or an unreadable neighbour journal)
             # leaves no lock file either.
             if not os.path.isdir(inst_dir):
-                _unlink_quietly(lock.path)
+                layout.unlink_lock(lock)
             raise
-
-
-def _unlink_quietly(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
 
 
 def _decide(instance_uuid, inst_dir, instances_path, *, request, record, host, ratios, reserved, owner):

@@ -251,17 +251,24 @@ def ensure(instance_uuid, instances_path, flavor, base_path, *, config_drive_ena
         diff = _diff(inst_dir, disks, todo)
     else:
         owner = owner or qemu_owner()
-        with layout.instance_lock(instances_path, instance_uuid, STEP):
-            journal = Journal(inst_dir, step=STEP)
-            todo = _todo(disks, journal)
-            rebuilt = [d.name for d in todo if os.path.lexists(d.path)]
-            diff = _diff(inst_dir, disks, todo)
-            if todo:
-                dir_created = layout.ensure_instance_dir(inst_dir, owner)
-                layout.remove_stale_tmp(inst_dir)
-                if dir_created:
-                    journal.record(STEP, created=[inst_dir])
-                _create(inst_dir, todo, journal, digest=digest, owner=owner, dir_created=dir_created, warnings=warnings)
+        lock = layout.instance_lock(instances_path, instance_uuid, STEP)
+        with lock:
+            try:
+                journal = Journal(inst_dir, step=STEP)
+                todo = _todo(disks, journal)
+                rebuilt = [d.name for d in todo if os.path.lexists(d.path)]
+                diff = _diff(inst_dir, disks, todo)
+                if todo:
+                    dir_created = layout.ensure_instance_dir(inst_dir, owner)
+                    layout.remove_stale_tmp(inst_dir)
+                    if dir_created:
+                        journal.record(STEP, created=[inst_dir])
+                    _create(inst_dir, todo, journal, digest=digest, owner=owner, dir_created=dir_created, warnings=warnings)
+            except BaseException:
+                # _create removed the instance dir it made: nothing of the server is left, its lock file neither.
+                if not os.path.isdir(inst_dir):
+                    layout.unlink_lock(lock)
+                raise
     return {
         "changed": bool(todo),
         "instance_dir": inst_dir,

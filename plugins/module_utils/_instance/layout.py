@@ -42,6 +42,14 @@ def instance_lock(instances_path, instance_uuid, step):
                     what="instance %s" % instance_uuid, step=step)
 
 
+def unlink_lock(lock):
+    """Remove a held lock file (nothing of its server is left); waiters then lock the path anew (FileLock)."""
+    try:
+        os.unlink(lock.path)
+    except FileNotFoundError:
+        pass
+
+
 def host_lock(instances_path, step):
     directory = paths.locks_dir(instances_path)
     os.makedirs(directory, mode=0o700, exist_ok=True)

@@ -53,6 +53,24 @@ def test_lock_serialises_threads(tmp_path):
     assert inside == []
 
 
+def test_a_waiter_does_not_keep_a_lock_file_its_holder_removed(tmp_path):
+    """A refused claim removes its lock file while holding it. A run that was waiting on that file must
+    then lock the path's new file, or it and the next run would both hold "the" lock."""
+    path = str(tmp_path / "z.lock")
+    first = locks.FileLock(path).acquire()
+    waiting = locks.FileLock(path, timeout=5, poll=0.01)
+    waiter = threading.Thread(target=waiting.acquire)
+    waiter.start()
+    time.sleep(0.1)  # the waiter has opened the old file and is polling it
+    os.unlink(path)
+    first.release()
+    waiter.join()
+    assert waiting._fd is not None and os.fstat(waiting._fd).st_ino == os.stat(path).st_ino
+    with pytest.raises(LockTimeout):
+        locks.FileLock(path, timeout=0.2).acquire()
+    waiting.release()
+
+
 @pytest.mark.parametrize("bad", ["", "x", "1234", "../etc", "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5"])
 def test_validate_uuid_rejects(bad):
     with pytest.raises(ValidationError):
