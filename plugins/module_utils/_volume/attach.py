@@ -34,7 +34,9 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common import path
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes, write_atomic
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
+from ansible_collections.nimbus.compute.plugins.module_utils._common.libvirt_uri import validate_libvirt_uri
 from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
+from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import validate_seconds
 from ansible_collections.nimbus.compute.plugins.module_utils._domain import compare
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.lifecycle import find
@@ -79,14 +81,11 @@ class Request:
         return paths.instance_dir(self.instances_path, self.instance_uuid)
 
 
-def _positive(value, what):
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise common.invalid("%s %r is not a number" % (what, value))
-    if number <= 0:
-        raise common.invalid("%s must be greater than 0" % what)
-    return number
+def _given(params, key, default):
+    """The option's value; its default only when it is missing (None), not when it is empty: an empty
+    libvirt_uri is libvirt's own default connection and an empty instances_path is relative."""
+    value = params.get(key)
+    return default if value is None else value
 
 
 def validate(params):
@@ -104,10 +103,12 @@ def validate(params):
     req = Request(
         instance_uuid=uuid, volume_id=volume_id, state=state, bus=bus,
         iscsi_initiator=params.get("iscsi_initiator") or "auto",
-        connect_timeout=_positive(params.get("connect_timeout", 10), "connect_timeout"),
-        detach_timeout=_positive(params.get("detach_timeout", 30), "detach_timeout"),
-        instances_path=params.get("instances_path") or paths.DEFAULT_INSTANCES_PATH,
-        libvirt_uri=params.get("libvirt_uri") or "qemu:///system",
+        # Bounded: 10**30 overflowed time.monotonic() + timeout deep inside a wait, after the domain changed.
+        connect_timeout=validate_seconds(_given(params, "connect_timeout", 10), "connect_timeout", STEP),
+        detach_timeout=validate_seconds(_given(params, "detach_timeout", 30), "detach_timeout", STEP),
+        instances_path=paths.validate_instances_path(_given(params, "instances_path", paths.DEFAULT_INSTANCES_PATH),
+                                                     step=STEP),
+        libvirt_uri=validate_libvirt_uri(_given(params, "libvirt_uri", "qemu:///system"), STEP),
     )
     if req.iscsi_initiator not in iscsi.INITIATORS:
         raise common.invalid("iscsi_initiator %r is not one of %s" % (req.iscsi_initiator, ", ".join(iscsi.INITIATORS)))
@@ -588,11 +589,12 @@ def detach(conn, req, check_mode):
 
 def run(params, check_mode=False):
     """The ``volume_attach`` step: one volume on one server, under the per-instance lock and the volume's
-    own lock (two servers racing for one volume: one gets it, the other is refused)."""
+    own lock (two servers racing for one volume: one gets it, the other is refused). Check mode only reads,
+    and takes no lock: it must create nothing, not even a lock file."""
     req = validate(params)
     step = attach if req.state == "present" else detach
     with Connection(req.libvirt_uri, step=STEP) as conn:
-        if not os.path.isdir(req.instances_path):
+        if check_mode or not os.path.isdir(req.instances_path):
             return step(conn, req, check_mode)
         volume_lock = FileLock(os.path.join(paths.locks_dir(req.instances_path), "volume-%s.lock" % req.volume_id),
                                timeout=LOCK_TIMEOUT, what="volume %s" % req.volume_id, step=STEP)

@@ -15,8 +15,8 @@ UUID = "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
 PASSWORD = "Very-Secret-Chap-77"
 
 
-def run(args, capsys):
-    return run_module(volume_attach, args, capsys)
+def run(args, capsys, check_mode=False):
+    return run_module(volume_attach, args, capsys, check_mode=check_mode)
 
 
 def iscsi(**data):
@@ -40,6 +40,56 @@ def test_bad_input_fails_cleanly_without_the_password(tmp_path, capsys, args, me
     assert result["failed"] is True and message in result["msg"], result["msg"]
     assert PASSWORD not in text and "Traceback" not in text
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("state", ["present", "absent"])
+@pytest.mark.parametrize("args, message", [
+    ({"instances_path": "rel"}, "instances_path must be an absolute path, got 'rel'"),
+    ({"instances_path": ""}, "instances_path must be an absolute path, got ''"),
+    ({"instances_path": "/srv/x\u0000"}, "instances_path must be an absolute path"),
+    ({"libvirt_uri": "test:///default\u0000"}, "libvirt_uri must be a non-empty URI without control characters"),
+    ({"libvirt_uri": ""}, "libvirt_uri must be a non-empty URI without control characters, got ''"),
+    ({"connect_timeout": 10 ** 30}, "connect_timeout (seconds) is %d, must be at most 604800" % 10 ** 30),
+    ({"connect_timeout": 0}, "connect_timeout (seconds) must be greater than 0"),
+    ({"detach_timeout": -1}, "detach_timeout (seconds) must be greater than 0, got -1"),
+    ({"detach_timeout": 604801}, "detach_timeout (seconds) is 604801, must be at most 604800"),
+])
+def test_bad_path_uri_or_timeout_fails_before_anything(tmp_path, capsys, monkeypatch, state, args, message):
+    monkeypatch.chdir(tmp_path)
+    base = {"instance_uuid": UUID, "volume_id": "vol-1", "instances_path": str(tmp_path), "state": state,
+            "libvirt_uri": "test:///default", "connection_info": iscsi()}
+    result = run(dict(base, **args), capsys)
+    assert result["failed"] is True and message in result["msg"], result["msg"]
+    assert result["msg"].startswith("volume_attach: ") and result["failed_step"] == "volume_attach"
+    assert "exception" not in result and "Traceback" not in json.dumps(result)
+    assert list(tmp_path.iterdir()) == [], "nothing created, not even relative to the working directory"
+
+
+def test_a_missing_uri_or_instances_path_takes_the_default():
+    from ansible_collections.nimbus.compute.plugins.module_utils._volume import attach
+
+    req = attach.validate({"instance_uuid": UUID, "volume_id": "vol-1", "state": "absent", "libvirt_uri": None,
+                           "instances_path": None})
+    assert req.libvirt_uri == "qemu:///system" and req.instances_path == "/var/lib/nimbus/instances"
+    assert req.connect_timeout == 10 and req.detach_timeout == 30
+
+
+@pytest.mark.parametrize("locks", [True, False], ids=["locks-dir", "no-locks-dir"])
+@pytest.mark.parametrize("state", ["present", "absent"])
+def test_check_mode_creates_no_lock(tmp_path, capsys, state, locks):
+    if locks:
+        (tmp_path / "locks").mkdir()
+    args = {"instance_uuid": UUID, "volume_id": "vol-1", "instances_path": str(tmp_path), "state": state,
+            "libvirt_uri": "test:///default"}
+    if state == "present":
+        args["connection_info"] = iscsi()
+    result = run(args, capsys, check_mode=True)
+    if state == "present":  # the test driver has no such domain: the check stops there, having made nothing
+        assert "domain instance-%s is not defined" % UUID in result["msg"], result
+    else:
+        assert result["rc"] == 0 and result["changed"] is False, result
+    assert sorted(p.name for p in tmp_path.iterdir()) == (["locks"] if locks else [])
+    assert not locks or list((tmp_path / "locks").iterdir()) == []
 
 
 def test_module_failure_names_the_step(tmp_path, capsys):
