@@ -24,3 +24,10 @@ def spec(*parts, **extra):
         merged.update(part)
     merged.update(extra)
     return merged
+
+
+def given(params, key, default):
+    """The option's value; its default only when it is missing (None), not when it is empty: an empty
+    libvirt_uri is libvirt's own default connection and an empty instances_path is a relative path."""
+    value = params.get(key)
+    return default if value is None else value

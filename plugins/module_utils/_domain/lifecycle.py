@@ -14,6 +14,7 @@ import threading
 import time
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.args import LIBVIRT_URI_DEFAULT, given
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
@@ -376,8 +377,8 @@ def run(params, check_mode=False, progress=None):
     for key in ("start_timeout", "shutdown_timeout"):
         if params.get(key) is not None:
             validate_seconds(params[key], key, STEP)
-    uri = validate_libvirt_uri(_given(params, "libvirt_uri", "qemu:///system"), STEP)
-    instances_path = paths.validate_instances_path(_given(params, "instances_path", paths.DEFAULT_INSTANCES_PATH), step=STEP)
+    uri = validate_libvirt_uri(given(params, "libvirt_uri", LIBVIRT_URI_DEFAULT), STEP)
+    instances_path = paths.validate_instances_path(given(params, "instances_path", paths.DEFAULT_INSTANCES_PATH), step=STEP)
     instance_dir = paths.instance_dir(instances_path, uuid)
     xml = params.get("xml")
     if xml is None and params.get("state") != "absent":
@@ -418,12 +419,6 @@ def run(params, check_mode=False, progress=None):
         journal.forget(STEP)
         journal.forget("domain_xml")
     return result
-
-
-def _given(params, key, default):
-    """The option's value; its default only when it is missing (None), not when it is empty."""
-    value = params.get(key)
-    return default if value is None else value
 
 
 def _text(data, what):

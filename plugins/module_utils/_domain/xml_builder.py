@@ -21,6 +21,7 @@ import re
 import tempfile
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.args import LIBVIRT_URI_DEFAULT, given
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes, write_atomic
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
@@ -596,7 +597,7 @@ def write_domain_xml(params, check_mode=False):
     """The ``domain_xml`` step: validate, probe the host, build, validate, write libvirt.xml if it changed."""
     virt_type, reason = detect_virt_type(params.get("virt_type") or "auto")
     req = validate_request(DomainRequest(virt_type=virt_type, **{k: params.get(k) for k in REQUEST_FIELDS if k in params}))
-    uri = validate_libvirt_uri("qemu:///system" if params.get("libvirt_uri") is None else params["libvirt_uri"], STEP)
+    uri = validate_libvirt_uri(given(params, "libvirt_uri", LIBVIRT_URI_DEFAULT), STEP)
     instances_path = req.instances_path
     path = os.path.join(req.instance_dir, "libvirt.xml")
     exists = os.path.isdir(req.instance_dir)

@@ -31,6 +31,7 @@ import time
 import uuid as uuidlib
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
+from ansible_collections.nimbus.compute.plugins.module_utils._common.args import LIBVIRT_URI_DEFAULT, given
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import read_bytes, write_atomic
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.journal import Journal
@@ -81,13 +82,6 @@ class Request:
         return paths.instance_dir(self.instances_path, self.instance_uuid)
 
 
-def _given(params, key, default):
-    """The option's value; its default only when it is missing (None), not when it is empty: an empty
-    libvirt_uri is libvirt's own default connection and an empty instances_path is relative."""
-    value = params.get(key)
-    return default if value is None else value
-
-
 def validate(params):
     """Every check on the input, before anything is touched; returns a Request."""
     uuid = paths.validate_uuid(params.get("instance_uuid"), step=STEP)
@@ -104,11 +98,11 @@ def validate(params):
         instance_uuid=uuid, volume_id=volume_id, state=state, bus=bus,
         iscsi_initiator=params.get("iscsi_initiator") or "auto",
         # Bounded: 10**30 overflowed time.monotonic() + timeout deep inside a wait, after the domain changed.
-        connect_timeout=validate_seconds(_given(params, "connect_timeout", 10), "connect_timeout", STEP),
-        detach_timeout=validate_seconds(_given(params, "detach_timeout", 30), "detach_timeout", STEP),
-        instances_path=paths.validate_instances_path(_given(params, "instances_path", paths.DEFAULT_INSTANCES_PATH),
+        connect_timeout=validate_seconds(given(params, "connect_timeout", 10), "connect_timeout", STEP),
+        detach_timeout=validate_seconds(given(params, "detach_timeout", 30), "detach_timeout", STEP),
+        instances_path=paths.validate_instances_path(given(params, "instances_path", paths.DEFAULT_INSTANCES_PATH),
                                                      step=STEP),
-        libvirt_uri=validate_libvirt_uri(_given(params, "libvirt_uri", "qemu:///system"), STEP),
+        libvirt_uri=validate_libvirt_uri(given(params, "libvirt_uri", LIBVIRT_URI_DEFAULT), STEP),
     )
     if req.iscsi_initiator not in iscsi.INITIATORS:
         raise common.invalid("iscsi_initiator %r is not one of %s" % (req.iscsi_initiator, ", ".join(iscsi.INITIATORS)))
