@@ -38,7 +38,8 @@ options:
   image_id:
     description:
       - The image's identifier (for example a Glance image UUID). The cache file is named by its SHA-1.
-    type: str
+      - A non-empty string without control characters (a number is taken as its text; a list or dict is refused).
+    type: raw
     required: true
   disk_format:
     description:
@@ -153,7 +154,8 @@ from ansible_collections.nimbus.compute.plugins.module_utils._image.cache import
 ARGUMENT_SPEC = spec(
     INSTANCES_PATH_ARGS,
     src=dict(type="str", required=True),
-    image_id=dict(type="str", required=True),
+    # raw: type str would turn a list into its Python repr and cache the image under that; validate_image_id checks it.
+    image_id=dict(type="raw", required=True),
     disk_format=dict(type="str", required=True, choices=list(FORMATS)),
     checksum=dict(type="str"),
     max_virtual_size_gb=dict(type="int"),

@@ -7,18 +7,31 @@ Fetch to ``<sha1>.part``, verify (checksum, pure-Python inspector, limits), ``qe
 ``convert -O raw`` to ``<sha1>.converting``, fsync, rename. Everything runs under a per-image
 file lock, so concurrent runs for one image do one download; the others wait and reuse it.
 The lock files live in ``<instances_path>/locks/`` (not in ``_base`` as DESIGN.md first drew it)
-so that a refused image leaves ``_base`` exactly as it was. On any failure the temporary files are removed.
+so that a refused image leaves ``_base`` exactly as it was. On any failure the temporary files are removed,
+and so are the lock file and the (empty) directories this run created: a failed run on a fresh host
+leaves the host as it found it.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
+import re
 import stat
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import fsync_dir
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError, ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import (
+    CommandError,
+    LockTimeout,
+    ValidationError,
+)
 from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
+from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import (
+    MAX_INT,
+    validate_number,
+    validate_seconds,
+)
 from ansible_collections.nimbus.compute.plugins.module_utils._disk import qemu_img
 from ansible_collections.nimbus.compute.plugins.module_utils._image import format_inspector as inspector
 from ansible_collections.nimbus.compute.plugins.module_utils._image import source
@@ -31,6 +44,31 @@ CONVERTING_SUFFIX = ".converting"
 TEMP_SUFFIXES = (PART_SUFFIX, CONVERTING_SUFFIX)
 BASE_DIR_MODE = 0o755
 BASE_FILE_MODE = 0o644
+# C0 and C1 control characters (NUL included): an id is hashed into a file name and shown in messages.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# How often to make locks/ again when a failed run removed it between our mkdir and our open.
+LOCK_ATTEMPTS = 5
+_IMAGE_LOCK_NAME = re.compile(r"image-[0-9a-f]{40}\.lock\Z")
+
+
+def validate_image_id(image_id):
+    """The image id as a str: non-empty, without control characters, encodable (it is hashed as UTF-8).
+    A number from YAML is its text; a list or dict would be cached under the SHA-1 of its Python repr."""
+    if isinstance(image_id, bool) or not isinstance(image_id, (str, int)):
+        raise ValidationError("image_id must be a non-empty string, got %s %r" % (type(image_id).__name__, image_id),
+                              step=STEP)
+    text = str(image_id)
+    if not text.strip():
+        raise ValidationError("image_id must not be empty", step=STEP)
+    bad = _CONTROL.search(text)
+    if bad:
+        raise ValidationError("image_id %r contains the control character %r (ids are strings without control "
+                              "characters)" % (text, bad.group()), step=STEP)
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValidationError("image_id %r is not valid Unicode text" % text, step=STEP)
+    return text
 
 
 class ImageRequest:
@@ -39,22 +77,23 @@ class ImageRequest:
     def __init__(self, image_id, src, disk_format, *, instances_path=paths.DEFAULT_INSTANCES_PATH, checksum=None,
                  max_virtual_size_gb=None, timeout=30, download_timeout=3600, lock_timeout=3600, validate_certs=True,
                  url_username=None, url_password=None):
-        if not image_id or not str(image_id).strip():
-            raise ValidationError("image_id must not be empty", step=STEP)
+        image_id = validate_image_id(image_id)
         if disk_format not in FORMATS:
             raise ValidationError("disk_format %r is not one of %s" % (disk_format, ", ".join(FORMATS)), step=STEP)
-        for name, value in (("timeout", timeout), ("download_timeout", download_timeout), ("lock_timeout", lock_timeout)):
-            if value is None or value <= 0:
-                raise ValidationError("%s must be a positive number of seconds, got %r" % (name, value), step=STEP)
-        if max_virtual_size_gb is not None and max_virtual_size_gb < 0:
-            raise ValidationError("max_virtual_size_gb must not be negative, got %r" % max_virtual_size_gb, step=STEP)
+        # Bounded: 10**30 overflowed in the socket's settimeout, after _base and the lock file were created.
+        timeout, download_timeout, lock_timeout = (
+            validate_seconds(value, name, STEP)
+            for name, value in (("timeout", timeout), ("download_timeout", download_timeout), ("lock_timeout", lock_timeout))
+        )
+        if max_virtual_size_gb is not None:
+            validate_number(max_virtual_size_gb, "max_virtual_size_gb", STEP, minimum=0, maximum=MAX_INT)
         paths.validate_instances_path(instances_path, step=STEP)
         source.validate_src(src)
         if url_password is not None and url_username is None:
             raise ValidationError("url_password needs url_username", step=STEP)
         self.credentials = (url_username, url_password or "") if url_username is not None else None
         self.checksum = source.parse_checksum(checksum)
-        self.image_id = str(image_id)
+        self.image_id = image_id
         self.src = src
         self.disk_format = disk_format
         self.instances_path = instances_path
@@ -70,10 +109,45 @@ class ImageRequest:
         return ImageRefused(self.image_id, rule, detail)
 
 
-def image_lock(instances_path, name, timeout):
+class ImageLock(FileLock):
+    """The per-image FileLock. A failed run unlinks the lock file it created while it holds it, and may then
+    remove the ``locks/`` directory it made when that is empty: a waiter on the old file (FileLock locks the
+    path's new file then) or a run starting meanwhile makes the directory again, recorded in ``created_dirs``
+    so that its own failure removes it too. ``created``: the file this run locked was made during this run."""
+
+    def __init__(self, path, timeout, what, created_dirs=None):
+        super().__init__(path, timeout=timeout, what=what, step=STEP)
+        self.created = False
+        self.created_dirs = [] if created_dirs is None else created_dirs
+        self._replaced = False
+
+    def acquire(self):
+        self._replaced = False
+        for _attempt in range(LOCK_ATTEMPTS):
+            existed = os.path.lexists(self.path)
+            try:
+                super().acquire()
+            except FileNotFoundError:
+                _make_dir(os.path.dirname(self.path), self.created_dirs)
+                continue
+            self.created = not existed or self._replaced
+            return self
+        raise LockTimeout("could not lock %s: its directory %s kept disappearing"
+                          % (self.what, os.path.dirname(self.path)), step=STEP)
+
+    def _still_the_file(self, fd):
+        if super()._still_the_file(fd):
+            return True
+        # FileLock opens the path again next: it needs the directory a failed run may have removed.
+        self._replaced = True
+        _make_dir(os.path.dirname(self.path), self.created_dirs)
+        return False
+
+
+def image_lock(instances_path, name, timeout, created_dirs=None):
     """The per-image lock shared by image_cache and image_cache_cleanup (``name`` is the SHA-1)."""
-    path = os.path.join(paths.locks_dir(instances_path), "image-%s.lock" % name)
-    return FileLock(path, timeout=timeout, what="image %s" % name, step=STEP)
+    path = os.path.join(paths.locks_dir(instances_path), "image-%s.lock" % name)  # see _IMAGE_LOCK_NAME
+    return ImageLock(path, timeout, "image %s" % name, created_dirs)
 
 
 def ensure_cached(request, check_mode=False):
@@ -83,13 +157,27 @@ def ensure_cached(request, check_mode=False):
             return _reuse(request, check_mode)
         return _result(request, None, None, changed=True,
                        msg="would fetch %s into %s" % (source.redact(request.src), request.base_path))
-    _make_dirs(request.instances_path)
-    # Also taken for a cached image (uncontended it costs microseconds): cleanup re-checks use
-    # and age under this lock, so it never deletes a base between our check and our touch.
-    with image_lock(request.instances_path, paths.base_name(request.image_id), request.lock_timeout):
-        if os.path.lexists(request.base_path):
-            return _reuse(request, check_mode)
-        return _fetch_and_convert(request)
+    created = []  # directories this run made, parents first: a failure removes them again when empty
+    try:
+        _make_dir(request.instances_path, created, what="instances_path")
+        _make_dir(paths.locks_dir(request.instances_path), created)
+        # Also taken for a cached image (uncontended it costs microseconds): cleanup re-checks use
+        # and age under this lock, so it never deletes a base between our check and our touch.
+        lock = image_lock(request.instances_path, paths.base_name(request.image_id), request.lock_timeout, created)
+        with lock:
+            try:
+                _make_base_dir(request.instances_path, created)
+                if os.path.lexists(request.base_path):
+                    return _reuse(request, check_mode)
+                return _fetch_and_convert(request)
+            except BaseException:
+                if lock.created:
+                    # Unlinked while held: a run waiting on this file sees it gone and locks a new one.
+                    _unlink(lock.path)
+                raise
+    except BaseException:
+        _remove_empty_dirs(request.instances_path, created)
+        raise
 
 
 def _result(request, virtual_size, detected_format, changed, msg):
@@ -97,12 +185,71 @@ def _result(request, virtual_size, detected_format, changed, msg):
                 virtual_size=virtual_size, detected_format=detected_format, msg=msg)
 
 
-def _make_dirs(instances_path):
+def _make_dir(path, created, what=None):
+    """``os.makedirs`` that appends each directory it creates to ``created`` (parents first)."""
+    path = os.path.normpath(path)
+    if os.path.isdir(path):
+        return
+    parent = os.path.dirname(path)
+    if parent != path:
+        _make_dir(parent, created)
+    try:
+        os.mkdir(path, BASE_DIR_MODE)
+    except FileExistsError:
+        if os.path.isdir(path):
+            return  # made by a concurrent run
+        raise ImageError("%s %s is not a directory" % (what or "path", path))
+    created.append(path)
+
+
+def _make_base_dir(instances_path, created):
     base_dir = paths.base_dir(instances_path)
-    for directory in (instances_path, base_dir, paths.locks_dir(instances_path)):
-        os.makedirs(directory, mode=BASE_DIR_MODE, exist_ok=True)
-    os.chmod(base_dir, BASE_DIR_MODE)  # makedirs applies the umask
+    _make_dir(base_dir, created)
+    os.chmod(base_dir, BASE_DIR_MODE)  # mkdir applies the umask
     paths.require_inside(base_dir, instances_path, step=STEP)
+
+
+def _make_dirs(instances_path, created=None):
+    created = [] if created is None else created
+    _make_dir(instances_path, created, what="instances_path")
+    _make_dir(paths.locks_dir(instances_path), created)
+    _make_base_dir(instances_path, created)
+    return created
+
+
+def _remove_empty_dirs(instances_path, created):
+    """After a failure: remove the directories this run created, children first, each only when empty
+    (rmdir). ``_base`` stays while another run holds an image lock: it may be about to download into it."""
+    base_dir, locks_dir = os.path.normpath(paths.base_dir(instances_path)), paths.locks_dir(instances_path)
+    for directory in reversed(created):
+        try:
+            if directory == base_dir and _image_lock_held(locks_dir):
+                continue
+            os.rmdir(directory)
+        except OSError:
+            continue  # not empty (another run's lock or base), or already gone
+
+
+def _image_lock_held(locks_dir):
+    """True when some run holds an image lock in ``locks_dir`` (probed with a non-blocking shared flock)."""
+    try:
+        names = os.listdir(locks_dir)
+    except FileNotFoundError:
+        return False
+    for name in names:
+        if not _IMAGE_LOCK_NAME.match(name):
+            continue
+        try:
+            fd = os.open(os.path.join(locks_dir, name), os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError:
+            continue  # gone since listdir (or not a plain file: no run locks it)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except OSError:
+            return True
+        finally:
+            os.close(fd)  # also drops the probe's shared lock
+    return False
 
 
 # What a raw base may look like to the inspector: guest content can legitimately be an ISO or a

@@ -19,6 +19,11 @@ import time
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import LockTimeout, ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import (
+    MAX_INT,
+    validate_number,
+    validate_seconds,
+)
 from ansible_collections.nimbus.compute.plugins.module_utils._image import format_inspector as inspector
 from ansible_collections.nimbus.compute.plugins.module_utils._image.cache import TEMP_SUFFIXES, image_lock
 from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import ImageError
@@ -89,12 +94,17 @@ def cleanup(instances_path, *, min_age=DEFAULT_MIN_AGE, part_min_age=DEFAULT_PAR
             lock_timeout=10.0, now=None):
     """Remove unused, old base images and old leftovers. Returns the module result:
     ``removed`` (would be removed in check mode), ``in_use``, ``too_young``, ``busy`` (lock held)."""
+    # Ages may exceed a week (Nova's minimum age is often set to days or weeks), a lock wait may not.
     for name, value in (("min_age", min_age), ("part_min_age", part_min_age)):
-        if value is None or value < 0:
-            raise ValidationError("%s must be zero or more seconds, got %r" % (name, value), step=STEP_CLEANUP)
+        validate_number(value, "%s (seconds)" % name, STEP_CLEANUP, minimum=0, maximum=MAX_INT)
+    lock_timeout = validate_seconds(lock_timeout, "lock_timeout", STEP_CLEANUP)
     paths.validate_instances_path(instances_path, step=STEP_CLEANUP)
     result = dict(changed=False, removed=[], in_use=[], too_young=[], busy=[])
+    # A missing instances_path or _base is nothing to clean; one that is not a directory is a mistake.
     base_dir = paths.base_dir(instances_path)
+    for what, path in (("instances_path", instances_path), ("_base", base_dir)):
+        if os.path.exists(path) and not os.path.isdir(path):
+            raise ValidationError("%s %s is not a directory" % (what, path), step=STEP_CLEANUP)
     if not os.path.isdir(base_dir):
         return result
     paths.require_inside(base_dir, instances_path, step=STEP_CLEANUP)

@@ -83,3 +83,75 @@ def test_cleanup_module_check_mode_and_removal(tmp_path, kernel, capsys):
 def test_cleanup_module_rejects_negative_age(tmp_path, capsys):
     result = run(image_cache_cleanup, dict(instances_path=str(tmp_path), min_age=-1), capsys)
     assert result["failed"] is True and "min_age" in result["msg"]
+
+
+def everything_under(root):
+    return sorted(os.path.relpath(os.path.join(top, name), str(root))
+                  for top, dirs, files in os.walk(str(root)) for name in dirs + files)
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (dict(src="http://127.0.0.1:1/x", timeout=1e30), "timeout (seconds) is"),
+        (dict(src="http://127.0.0.1:1/x", timeout=10**30), "timeout (seconds) is"),
+        (dict(download_timeout=10**30), "download_timeout (seconds) is"),
+        (dict(lock_timeout=0), "lock_timeout (seconds) must be greater than 0"),
+        (dict(image_id="kernel\x001"), "control character"),
+        (dict(image_id=["kernel-1"]), "image_id must be a non-empty string, got list"),
+        (dict(image_id={"id": "kernel-1"}), "image_id must be a non-empty string, got dict"),
+    ],
+)
+def test_bad_input_fails_cleanly_before_anything(tmp_path, kernel, capsys, extra, words):
+    """Found by fuzzing: an OverflowError traceback (timeouts), ids with NUL or of the wrong type accepted."""
+    result = run(image_cache, dict(args(tmp_path, kernel), **extra), capsys)
+    assert result["rc"] == 1 and result["failed"] is True
+    assert words in result["msg"] and result["failed_step"] == "image_cache"
+    assert not os.path.exists(tmp_path / "instances")
+
+
+def test_a_number_as_image_id_is_its_text(tmp_path, kernel, capsys):
+    result = run(image_cache, dict(args(tmp_path, kernel), image_id=42), capsys)
+    assert result["rc"] == 0 and result["image_id"] == "42"
+    assert result["base_path"] == paths.base_path(str(tmp_path / "instances"), "42")
+
+
+@pytest.mark.parametrize("src", ["file:///nonexistent/x", "http://127.0.0.1:1/x"])
+def test_failed_fetch_leaves_nothing(tmp_path, kernel, capsys, src):
+    result = run(image_cache, dict(args(tmp_path, kernel), src=src), capsys)
+    assert result["rc"] == 1 and "fetch of" in result["msg"]
+    assert not os.path.exists(tmp_path / "instances"), everything_under(tmp_path / "instances")
+
+
+def test_failed_fetch_in_a_used_cache_leaves_it_as_it_was(tmp_path, kernel, capsys):
+    run(image_cache, args(tmp_path, kernel), capsys)
+    before = everything_under(tmp_path / "instances")
+    result = run(image_cache, dict(args(tmp_path, kernel), image_id="kernel-2", checksum="sha256:" + "0" * 64), capsys)
+    assert result["rule"] == "checksum-mismatch"
+    assert everything_under(tmp_path / "instances") == before
+
+
+@pytest.mark.parametrize(
+    "extra, words",
+    [
+        (dict(lock_timeout=0), "lock_timeout (seconds) must be greater than 0"),
+        (dict(lock_timeout=-1), "lock_timeout (seconds) must be greater than 0"),
+        (dict(part_min_age=-1), "part_min_age (seconds) must not be negative"),
+        (dict(min_age=10**30), "min_age (seconds) is"),
+    ],
+)
+def test_cleanup_module_refuses_bad_numbers(tmp_path, capsys, extra, words):
+    result = run(image_cache_cleanup, dict(instances_path=str(tmp_path), **extra), capsys)
+    assert result["rc"] == 1 and words in result["msg"]
+    assert result["failed_step"] == "image_cache_cleanup"
+
+
+def test_cleanup_module_refuses_a_file_as_instances_path(capsys):
+    result = run(image_cache_cleanup, dict(instances_path="/dev/null"), capsys)
+    assert result["rc"] == 1
+    assert "instances_path /dev/null is not a directory" in result["msg"]
+
+
+def test_cleanup_module_missing_instances_path_is_ok(tmp_path, capsys):
+    result = run(image_cache_cleanup, dict(instances_path=str(tmp_path / "missing")), capsys)
+    assert result["rc"] == 0 and result["changed"] is False

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 import threading
 import time
@@ -161,3 +162,51 @@ def test_a_symlinked_disk_pins_its_base(tmp_path):
 def test_relative_instances_path_is_refused():
     with pytest.raises(ValidationError, match="absolute path"):
         cleanup.cleanup("relative/instances")
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"lock_timeout": 0}, "lock_timeout (seconds) must be greater than 0"),
+        ({"lock_timeout": -1}, "lock_timeout (seconds) must be greater than 0"),
+        ({"lock_timeout": 10**30}, "lock_timeout (seconds) is"),
+        ({"lock_timeout": float("nan")}, "lock_timeout (seconds) must be a finite"),
+        ({"min_age": -1}, "min_age (seconds) must not be negative"),
+        ({"min_age": float("nan")}, "min_age (seconds) must be a finite"),
+        ({"min_age": float("inf")}, "min_age (seconds) must be a finite"),
+        ({"min_age": None}, "min_age (seconds) must be a number"),
+        ({"part_min_age": -0.5}, "part_min_age (seconds) must not be negative"),
+        ({"part_min_age": float("-inf")}, "part_min_age (seconds) must be a finite"),
+        ({"part_min_age": 10**30}, "part_min_age (seconds) is"),
+    ],
+)
+def test_bad_ages_and_lock_timeouts_are_refused_before_anything(tmp_path, options, words):
+    host = Host(tmp_path)
+    old = host.base("old", age=2 * DAY)
+    with pytest.raises(ValidationError) as info:
+        cleanup.cleanup(host.root, **options)
+    assert words in str(info.value)
+    assert os.path.exists(old) and not os.path.exists(paths.locks_dir(host.root))
+
+
+def test_an_age_of_weeks_is_fine(tmp_path):
+    host = Host(tmp_path)
+    old = host.base("old", age=2 * DAY)
+    assert cleanup.cleanup(host.root, min_age=60 * DAY)["too_young"] == [old]
+
+
+def test_instances_path_that_is_not_a_directory_is_refused(tmp_path):
+    (tmp_path / "file").write_bytes(b"")
+    for path in ("/dev/null", str(tmp_path / "file")):
+        with pytest.raises(ValidationError, match=re.escape("instances_path %s is not a directory" % path)):
+            cleanup.cleanup(path)
+    (tmp_path / "instances").mkdir()
+    (tmp_path / "instances" / "_base").write_bytes(b"")
+    with pytest.raises(ValidationError, match=r"_base .*/_base is not a directory"):
+        cleanup.cleanup(str(tmp_path / "instances"))
+
+
+def test_missing_instances_path_is_nothing_to_do(tmp_path):
+    result = cleanup.cleanup(str(tmp_path / "missing"))
+    assert result["changed"] is False and result["removed"] == []
+    assert not os.path.exists(tmp_path / "missing")
