@@ -54,7 +54,9 @@ def image(tmp_path, name, size, fmt="raw", virtual=None):
 
 
 def listing(instances_path):
-    return sorted(os.listdir(paths.base_dir(instances_path)))
+    # A failed run on a fresh host removes the _base it made.
+    base = paths.base_dir(instances_path)
+    return sorted(os.listdir(base)) if os.path.isdir(base) else []
 
 
 def test_full_disk_at_download_is_retryable_and_leaves_nothing(tmp_path, small_disk):

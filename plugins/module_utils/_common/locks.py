@@ -39,12 +39,14 @@ class FileLock:
                     return self
                 # The holder removed the lock file before releasing it (a refused claim, a released
                 # server): this lock is on a file nobody else will open again. Lock the path's file.
-                os.close(fd)
+                stale, fd = fd, None
+                os.close(stale)
                 fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
                 continue
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
-                    os.close(fd)
+                    if fd is not None:  # None: re-opening the path failed, the old file is closed already
+                        os.close(fd)
                     raise
             if time.monotonic() >= deadline:
                 os.close(fd)

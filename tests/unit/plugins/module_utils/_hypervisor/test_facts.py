@@ -94,7 +94,7 @@ def test_bad_options_fail_before_libvirt_is_asked(tmp_path, kw, message):
     args = {"libvirt_uri": TEST_URI, "instances_path": str(tmp_path)}
     args.update(kw)
     with pytest.raises(ValidationError, match=message):
-        hv.gather(args.pop("libvirt_uri"), args.pop("instances_path"), **args)
+        hv.gather(**args)
 
 
 def test_capabilities_parsing_of_a_kvm_host():
