@@ -50,6 +50,10 @@ def files(instance_uuid, name, *, meta_data=None, user_data=None, network_data=N
     if user_data is not None and len(user_data.encode("utf-8") if isinstance(user_data, str) else user_data) > MAX_USER_DATA:
         raise ValidationError("user_data is larger than %d bytes" % MAX_USER_DATA, step=step)
     meta = dict(meta_data or {})
+    # cloud-init takes these as text: a dict here would reach the guest as a broken hostname.
+    for key in ("name", "hostname", "availability_zone", "project_id"):
+        if key in meta and not isinstance(meta[key], str):
+            raise ValidationError("meta_data %s must be a string, got %r" % (key, meta[key]), step=step)
     if meta.get("uuid", instance_uuid) != instance_uuid:
         raise ValidationError("meta_data uuid %r differs from instance_uuid %s" % (meta["uuid"], instance_uuid), step=step)
     meta["uuid"] = instance_uuid

@@ -82,6 +82,8 @@ def test_only_root_disk_for_plain_flavor(host):
         ({"base_path": "BASE_DIR/img\0x"}, "absolute path"),
         ({"flavor": dict(FLAVOR, swap=10 ** 30)}, "must be at most"),
         ({"user_data": "#!/bin/sh"}, "need config_drive: true"),
+        ({"config_drive_enabled": True, "meta_data": {"hostname": {"a": 1}}}, "meta_data hostname must be a string"),
+        ({"config_drive_enabled": True, "user_data": "\u00e9" * 40000}, "user_data is larger than 65535 bytes"),
     ],
 )
 def test_bad_input_fails_before_any_change(host, kw, message):
