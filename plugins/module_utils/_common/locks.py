@@ -29,7 +29,7 @@ class FileLock:
         self._fd = None
 
     def acquire(self):
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        fd = self._open()
         deadline = time.monotonic() + self.timeout
         while True:
             try:
@@ -41,7 +41,7 @@ class FileLock:
                 # server): this lock is on a file nobody else will open again. Lock the path's file.
                 stale, fd = fd, None
                 os.close(stale)
-                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+                fd = self._open()
                 continue
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
@@ -56,6 +56,15 @@ class FileLock:
                     step=self.step,
                 )
             time.sleep(self.poll)
+
+    def _open(self):
+        try:
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        except FileNotFoundError:
+            # A failed image_cache run on a fresh host removes the empty locks/ it made, maybe between
+            # another step's makedirs and this open: make it again rather than fail that step.
+            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
 
     def _still_the_file(self, fd):
         try:

@@ -71,6 +71,15 @@ def test_a_waiter_does_not_keep_a_lock_file_its_holder_removed(tmp_path):
     waiting.release()
 
 
+def test_a_lock_whose_directory_was_removed_makes_it_again(tmp_path):
+    # A failed image_cache run on a fresh host removes the empty locks/ it made; a claim that had just
+    # made the directory itself must still get its lock, not a FileNotFoundError.
+    path = str(tmp_path / "locks" / "host.lock")
+    with locks.FileLock(path, timeout=1):
+        assert os.path.isfile(path)
+    assert oct(os.stat(tmp_path / "locks").st_mode & 0o777) == "0o700"
+
+
 @pytest.mark.parametrize("bad", ["", "x", "1234", "../etc", "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5"])
 def test_validate_uuid_rejects(bad):
     with pytest.raises(ValidationError):
