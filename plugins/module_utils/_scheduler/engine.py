@@ -28,7 +28,13 @@ from bisect import bisect_left, insort
 
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler import registry
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import NoValidHost, SchedulerInputError
-from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.host_state import HostState, host_states
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.host_state import (
+    MAX_QUANTITY,
+    MAX_RATIO,
+    HostState,
+    host_states,
+    show,
+)
 
 OPTION_DEFAULTS = {
     "host_subset_size": 1,
@@ -55,16 +61,21 @@ def _positive_int(options, key, minimum=1):
     return value
 
 
-def finite_number(name, value):
-    """A finite float from a number or numeric string, else SchedulerInputError naming ``name``."""
+def finite_number(name, value, limit=None):
+    """A finite float from a number or numeric string (at most ``limit`` in absolute value), else
+    SchedulerInputError naming ``name``."""
     if isinstance(value, bool):
         raise SchedulerInputError("%s must be a number, got %r" % (name, value))
     try:
         number = float(value)
+    except OverflowError:  # float(10**400)
+        raise SchedulerInputError("%s is too large (%s)" % (name, show(value)))
     except (TypeError, ValueError):
         raise SchedulerInputError("%s must be a number, got %r" % (name, value))
     if not math.isfinite(number):
         raise SchedulerInputError("%s must be a finite number, got %r" % (name, value))
+    if limit is not None and abs(number) > limit:
+        raise SchedulerInputError("%s is too large (%s), at most %g in absolute value" % (name, show(value), limit))
     return number
 
 
@@ -78,6 +89,9 @@ def _check_options(config):
     config["service_down_time"] = finite_number("service_down_time", config["service_down_time"])
     if config["now"] is not None:
         config["now"] = finite_number("now", config["now"])
+    seed = config["seed"]
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, (int, str))):
+        raise SchedulerInputError("seed must be a whole number, got %r" % (seed,))
     rules = config["rules"]
     if not isinstance(rules, (list, tuple)) or not all(isinstance(r, str) for r in rules):
         raise SchedulerInputError("rules must be a list of JMESPath expression strings, got %r" % (rules,))
@@ -85,10 +99,11 @@ def _check_options(config):
     if not isinstance(setting, dict):
         raise SchedulerInputError("metrics_weight_setting must be a dict {metric name: ratio}, got %r" % (setting,))
     config["metrics_weight_setting"] = {
-        str(name): finite_number("metrics_weight_setting ratio of %s" % name, ratio) for name, ratio in setting.items()
+        str(name): finite_number("metrics_weight_setting ratio of %s" % name, ratio, MAX_RATIO)
+        for name, ratio in setting.items()
     }
     config["metrics_weight_of_unavailable"] = finite_number("metrics_weight_of_unavailable",
-                                                            config["metrics_weight_of_unavailable"])
+                                                            config["metrics_weight_of_unavailable"], MAX_QUANTITY)
     if not isinstance(config["metrics_required"], bool):
         raise SchedulerInputError("metrics_required must be true or false, got %r" % (config["metrics_required"],))
     arch = config["image_properties_default_architecture"]

@@ -56,13 +56,34 @@ _INT_FIELDS = ("total_usable_ram_mb", "free_ram_mb", "total_usable_disk_gb", "fr
 _RATIO_FIELDS = ("ram_allocation_ratio", "disk_allocation_ratio", "cpu_allocation_ratio")
 
 
-def _number(name, value, where, kind=int):
+# Bounds on host-state numbers, so that no weight can overflow to inf or NaN (a NaN weight made its host win):
+# counts and sizes (MiB, GiB, vCPUs, counters, metrics) stay within 2**53, where floats are still exact; ratios
+# within MAX_RATIO. The largest raw weight is then 2**53 x 1e6 (CPUWeigher), far from float's limit, and
+# normalising and multiplying by a bounded multiplier (registry.MAX_MULTIPLIER) stays finite.
+MAX_QUANTITY = 2**53
+MAX_RATIO = 1e6
+# total_usable_disk_gb x 1024 is the default free_disk_mb, which must itself stay within MAX_QUANTITY.
+MAX_DISK_GB = MAX_QUANTITY // 1024
+_NON_NEGATIVE = ("total_usable_ram_mb", "total_usable_disk_gb", "vcpus_total", "vcpus_used", "num_instances",
+                 "num_io_ops", "hypervisor_version", "failed_builds")
+_LIMITS = {"total_usable_disk_gb": MAX_DISK_GB}
+MAX_EPOCH = 253402300800  # 10000-01-01T00:00:00Z in epoch seconds
+
+
+def show(value):
+    """A number for a message; a huge int is not spelt out (str() refuses one of more than 4300 digits)."""
+    if isinstance(value, int) and not isinstance(value, bool) and abs(value) > 10**15:
+        return "%sabout 10**%d" % ("-" if value < 0 else "", int(value.bit_length() * math.log10(2)))
+    return repr(value)
+
+
+def _number(name, value, where, kind=int, minimum=None, limit=MAX_QUANTITY):
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         if isinstance(value, str):
             try:
                 value = kind(value)
             except ValueError:
-                raise SchedulerInputError("%s: %s must be a number, got %r" % (where, name, value))
+                raise SchedulerInputError("%s: %s must be a number, got %r" % (where, name, value[:50]))
         else:
             raise SchedulerInputError("%s: %s must be a number, got %r" % (where, name, value))
     if kind is int and isinstance(value, float):
@@ -71,14 +92,20 @@ def _number(name, value, where, kind=int):
         value = int(value)
     if isinstance(value, float) and not math.isfinite(value):
         raise SchedulerInputError("%s: %s must be finite, got %r" % (where, name, value))
+    if minimum is not None and value < minimum:
+        raise SchedulerInputError("%s: %s must not be negative, got %s" % (where, name, show(value)))
+    if not -limit <= value <= limit:
+        raise SchedulerInputError("%s: %s is too large (%s), at most %s in absolute value"
+                                  % (where, name, show(value), "%g" % limit if isinstance(limit, float) else limit))
     return value
 
 
 def parse_time(value):
     """Seconds since the epoch from an epoch number, ISO 8601 string or datetime (naive = UTC)."""
     if value is None or (isinstance(value, (int, float)) and not isinstance(value, bool)):
-        if value is not None and not math.isfinite(value):
-            raise SchedulerInputError("last_seen_up %r is not an ISO 8601 time or epoch seconds" % value)
+        if value is not None and not -MAX_EPOCH <= value <= MAX_EPOCH:  # also NaN; math.isfinite(10**400) overflows
+            raise SchedulerInputError("last_seen_up %s is not an ISO 8601 time or epoch seconds (at most %d, the end "
+                                      "of year 9999)" % (show(value), MAX_EPOCH))
         return value
     if isinstance(value, str):
         try:
@@ -126,20 +153,16 @@ class HostState:
         if self.free_ram_mb is None:
             self.free_ram_mb = self.total_usable_ram_mb
         if self.free_disk_mb is None:
-            self.free_disk_mb = _number("total_usable_disk_gb", self.total_usable_disk_gb, where) * 1024
+            self.free_disk_mb = _number("total_usable_disk_gb", self.total_usable_disk_gb, where, minimum=0,
+                                        limit=MAX_DISK_GB) * 1024
         self.instances = dict.fromkeys(_strings("instances", self.instances, where, "server UUIDs"))
         if self.num_instances is None:
             self.num_instances = len(self.instances)
         for key in _INT_FIELDS:
-            setattr(self, key, _number(key, getattr(self, key), where))
+            setattr(self, key, _number(key, getattr(self, key), where, minimum=0 if key in _NON_NEGATIVE else None,
+                                       limit=_LIMITS.get(key, MAX_QUANTITY)))
         for key in _RATIO_FIELDS:
-            ratio = _number(key, getattr(self, key), where, float)
-            if ratio < 0:
-                raise SchedulerInputError("%s: %s must not be negative" % (where, key))
-            setattr(self, key, ratio)
-        for key in ("total_usable_ram_mb", "total_usable_disk_gb", "vcpus_total", "hypervisor_version"):
-            if getattr(self, key) < 0:
-                raise SchedulerInputError("%s: %s must not be negative" % (where, key))
+            setattr(self, key, _number(key, getattr(self, key), where, float, minimum=0, limit=MAX_RATIO))
         self.availability_zone = str(self.availability_zone)
         if not isinstance(self.aggregates, (list, tuple)):
             raise SchedulerInputError("%s: aggregates must be a list of {name, metadata}" % where)
@@ -247,9 +270,7 @@ def _pci_stats(value, where):
     for pool in value:
         if not isinstance(pool, dict):
             raise SchedulerInputError("%s: pci_stats must be a list of pools {count, ...}, got an entry %r" % (where, pool))
-        count = _number("pci_stats count", pool.get("count", 0), where)
-        if count < 0:
-            raise SchedulerInputError("%s: pci_stats count must not be negative" % where)
+        count = _number("pci_stats count", pool.get("count", 0), where, minimum=0)
         pools.append(dict(pool, count=count))
     return pools
 
@@ -275,9 +296,9 @@ def _numa_topology(value, where):
                 raise SchedulerInputError("%s: numa_topology cell %d cpus must be a count or a list of CPU ids" % (where, n))
             cell["cpus"] = list(cpus)
         else:
-            cell["cpus"] = _number("numa_topology cell %d cpus" % n, cpus, where)
+            cell["cpus"] = _number("numa_topology cell %d cpus" % n, cpus, where, minimum=0)
         for key in _CELL_NUMBERS:
-            cell[key] = _number("numa_topology cell %d %s" % (n, key), cell.get(key, 0), where)
+            cell[key] = _number("numa_topology cell %d %s" % (n, key), cell.get(key, 0), where, minimum=0)
         if (len(cell["cpus"]) if isinstance(cell["cpus"], list) else cell["cpus"]) < 0 or cell["memory_mb"] < 0:
             raise SchedulerInputError("%s: numa_topology cell %d must not have negative cpus or memory_mb" % (where, n))
         cells.append(cell)

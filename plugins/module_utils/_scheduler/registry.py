@@ -80,6 +80,10 @@ DEFAULT_WEIGHERS = (
     "HypervisorVersionWeigher",
 )
 
+# Multipliers beyond this make a weight overflow to inf (1e308 x a normalised 1.0 summed twice). Nova's largest
+# default is build_failure_weight_multiplier, 1e6; this leaves room to raise it, and the weight stays finite.
+MAX_MULTIPLIER = 1e9
+
 # Filters whose hint would otherwise be ignored silently: enabled when their hint or option is given.
 HINT_FILTERS = {"same_host": "SameHostFilter", "different_host": "DifferentHostFilter", "query": "JMESPathFilter"}
 
@@ -87,6 +91,9 @@ HINT_FILTERS = {"same_host": "SameHostFilter", "different_host": "DifferentHostF
 def _pick(names, known, what):
     if isinstance(names, str) or not isinstance(names, (list, tuple)):
         raise SchedulerInputError("%s must be a list of names" % what)
+    for name in names:
+        if not isinstance(name, str):  # Ansible does not enforce elements: str, and a dict is unhashable
+            raise SchedulerInputError("%s names must be strings, got %r" % (what, name))
     unknown = [n for n in names if n not in known]
     if unknown:
         raise SchedulerInputError("unknown %s %s; known: %s" % (what, ", ".join(map(str, unknown)), ", ".join(known)))
@@ -108,10 +115,16 @@ def multiplier_for(cls, multipliers):
             value = multipliers[key]
             try:
                 value = float(value) if not isinstance(value, bool) else None
+            except OverflowError:  # float(10**400)
+                raise SchedulerInputError("weight multiplier %s is too large, at most %g in absolute value"
+                                          % (key, MAX_MULTIPLIER))
             except (TypeError, ValueError):
                 value = None
             if value is None or not math.isfinite(value):
                 raise SchedulerInputError("weight multiplier %s must be a finite number, got %r" % (key, multipliers[key]))
+            if abs(value) > MAX_MULTIPLIER:
+                raise SchedulerInputError("weight multiplier %s is too large (%g), at most %g in absolute value"
+                                          % (key, value, MAX_MULTIPLIER))
             if cls.minimum_multiplier is not None and value < cls.minimum_multiplier:
                 raise SchedulerInputError("weight multiplier %s must be >= %s" % (key, cls.minimum_multiplier))
             return value

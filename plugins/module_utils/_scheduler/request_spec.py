@@ -6,11 +6,25 @@ from __future__ import annotations
 
 import uuid as uuidlib
 
+from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import MAX_INT
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.extra_specs_ops import problem
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.image_properties import (
+    parse_version_predicate,
+)
 
 GROUP_POLICIES = ("affinity", "anti-affinity", "soft-affinity", "soft-anti-affinity")
 MIN_RAM_MB = 16  # RELIABILITY.md: flavor sanity
 KNOWN_HINTS = ("group", "same_host", "different_host", "query")
+GROUP_RULES = ("max_server_per_host",)
+# One request places at most this many servers (Nova's API caps a multi-create by quota; each placement here
+# costs time and memory, and count 10**7 took 74 s and 2 GB).
+MAX_COUNT = 10000
+# Extra-spec scopes whose values are operator requirements (ComputeCapabilitiesFilter,
+# AggregateInstanceExtraSpecsFilter); None is an unscoped key.
+_OPERATOR_SCOPES = (None, "capabilities", "aggregate_instance_extra_specs")
+# Image properties ImagePropertiesFilter compares with a host's supported_instances.
+_IMAGE_NAMES = ("hw_architecture", "img_hv_type", "hw_vm_mode")
 
 
 def _whole(flavor, key, minimum, default=None, what="flavor"):
@@ -40,6 +54,38 @@ def _uuid_list(value, name):
     return [str(v) for v in value]
 
 
+def _positive_rule(value):
+    """Nova's positive_integer: a whole number >= 1, as an int or a string of digits (not 2.7, true or inf)."""
+    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 10:
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
+        raise SchedulerInputError("group rule max_server_per_host must be a whole number from 1 to %d, got %r"
+                                  % (MAX_INT, value if not isinstance(value, int) or value < 10**15 else "a huge number"))
+    return value
+
+
+def _check_extra_specs(extra_specs):
+    """Refuse what Nova's API refuses, before filtering: a malformed operator requirement or maxphysaddr_bits
+    would otherwise only show as "No valid host: <filter> removed N of N hosts"."""
+    for key, value in extra_specs.items():
+        scope = key.split(":", 1)[0] if ":" in key else None
+        if scope in _OPERATOR_SCOPES:
+            why = problem(value)
+            if why:
+                raise SchedulerInputError("flavor extra spec %s=%r: %s" % (key, value, why))
+    if "hw:maxphysaddr_bits" in extra_specs:
+        _whole(extra_specs, "hw:maxphysaddr_bits", 1, what="flavor extra spec")
+
+
+def _check_image_properties(props):
+    for key in _IMAGE_NAMES:
+        value = props.get(key)
+        if value is not None and (not isinstance(value, str) or not value.strip()):
+            raise SchedulerInputError("image property %s must be a non-empty string, got %r" % (key, value))
+    if props.get("img_hv_requested_version") is not None:
+        parse_version_predicate(props["img_hv_requested_version"])
+
+
 class InstanceGroup:
     """A server group as the group filters and weighers see it (Nova's InstanceGroup)."""
 
@@ -59,16 +105,17 @@ class InstanceGroup:
         if hosts is not None and (not isinstance(hosts, (list, tuple)) or not all(isinstance(h, str) for h in hosts)):
             raise SchedulerInputError("hint group.hosts must be a list of host names, got %r" % (hosts,))
         self.hosts = list(hosts) if hosts is not None else None
-        rules = data.get("rules") or {}
+        rules = data.get("rules")
+        rules = {} if rules is None else rules
         if not isinstance(rules, dict):
-            raise SchedulerInputError("group rules must be a dict")
+            raise SchedulerInputError("group rules must be a dict {max_server_per_host}, got %r" % (rules,))
+        unknown = sorted(set(map(str, rules)) - set(GROUP_RULES))
+        if unknown:
+            raise SchedulerInputError("unknown group rule(s) %s; known: %s" % (", ".join(unknown), ", ".join(GROUP_RULES)))
         if "max_server_per_host" in rules:
-            try:
-                rules = dict(rules, max_server_per_host=int(rules["max_server_per_host"]))
-            except (TypeError, ValueError):
-                raise SchedulerInputError("group rule max_server_per_host must be a whole number")
-            if rules["max_server_per_host"] < 1 or policy != "anti-affinity":
-                raise SchedulerInputError("max_server_per_host must be >= 1 and needs policy anti-affinity")
+            rules = dict(rules, max_server_per_host=_positive_rule(rules["max_server_per_host"]))
+            if policy != "anti-affinity":
+                raise SchedulerInputError("group rule max_server_per_host needs policy anti-affinity, got %r" % policy)
         self.rules = rules
 
     @property
@@ -112,11 +159,13 @@ class RequestSpec:
         if not isinstance(extra_specs, dict):
             raise SchedulerInputError("flavor extra_specs must be a dict")
         self.extra_specs = {str(k): str(v) for k, v in extra_specs.items()}
+        _check_extra_specs(self.extra_specs)
         image = image or {}
         if not isinstance(image, dict) or not isinstance(image.get("properties") or {}, dict):
             raise SchedulerInputError("image must be a dict {id, disk_format, properties}")
         self.image_id = image.get("id")
         self.image_properties = dict(image.get("properties") or {})
+        _check_image_properties(self.image_properties)
         bits = self.image_properties.get("hw_maxphysaddr_bits")
         if bits is not None:
             self.image_properties["hw_maxphysaddr_bits"] = _whole(self.image_properties, "hw_maxphysaddr_bits", 1,
@@ -134,10 +183,13 @@ class RequestSpec:
             "different_host": _uuid_list(hints.get("different_host"), "different_host"),
         }
         self.query = hints.get("query")
-        if self.query is not None and not isinstance(self.query, str):
-            raise SchedulerInputError("hint query must be a JMESPath expression string")
+        if self.query is not None and (not isinstance(self.query, str) or not self.query.strip()):
+            raise SchedulerInputError("hint query must be a non-empty JMESPath expression string, got %r" % (self.query,))
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise SchedulerInputError("count must be a whole number >= 1, got %r" % (count,))
+        if count > MAX_COUNT:
+            raise SchedulerInputError("count is %s, at most %d servers per request"
+                                      % (count if count < 10**15 else "huge", MAX_COUNT))
         if instance_uuids is None:
             instance_uuids = [str(uuidlib.uuid4()) for _n in range(count)]
         if len(instance_uuids) != count:
@@ -150,8 +202,16 @@ class RequestSpec:
             if canonical != str(value).lower():
                 raise SchedulerInputError("instance UUID %r is not a canonical UUID" % (value,))
         self.instance_uuids = [str(u).lower() for u in instance_uuids]
+        seen = set()
+        for value in self.instance_uuids:
+            if value in seen:
+                raise SchedulerInputError("instance UUID %s appears more than once in instance_uuids" % value)
+            seen.add(value)
         self.instance_uuid = self.instance_uuids[0]
-        self.instance_group = InstanceGroup(hints["group"]) if hints.get("group") else None
+        group = hints.get("group")
+        if group is not None and not group:  # {} or "": refused, not ignored
+            raise SchedulerInputError("hint group must be a dict {name, policy, members, rules}, got %r" % (group,))
+        self.instance_group = InstanceGroup(group) if group is not None else None
         if self.instance_group is not None:
             # Nova adds a multi-create request's servers to the group before scheduling.
             self.instance_group.members += [u for u in self.instance_uuids if u not in self.instance_group.members]

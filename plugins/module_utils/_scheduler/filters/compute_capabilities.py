@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.base import BaseHostFilter
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.extra_specs_ops import match
 
@@ -13,12 +14,15 @@ from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.
 def capability(host, scope):
     """Walk host fields and nested dicts (JSON strings are parsed) like Nova's _get_capabilities."""
     cap = host
-    for key in scope:
+    for depth, key in enumerate(scope):
         if isinstance(cap, str):
             try:
                 cap = json.loads(cap)
             except ValueError:
                 return None
+            except RecursionError:  # '[' * 100000: json recurses once per nesting level
+                raise SchedulerInputError("host %s: %s is JSON nested too deeply to read"
+                                          % (host.hostname, ":".join(scope[:depth])))
         if cap is host:
             value = getattr(host, key, None) if key in type(host).__slots__ or key == "host" else None
             cap = value if value is not None else host.stats.get(key)

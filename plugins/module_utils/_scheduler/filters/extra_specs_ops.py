@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 import operator
 
 
@@ -57,3 +58,32 @@ def match(value, req):
             return method(value, words)
         return method(value, words[0])
     return False
+
+
+_NUMERIC = ("=", "==", "!=", ">=", "<=")
+
+
+def problem(req):
+    """Why the requirement ``req`` is malformed (an operator without its operand, a numeric operator with a
+    non-number, a dangling ``<or>``), or None. match() would quietly never match such a requirement."""
+    words = req.split()
+    if not words or (words[0] != "<or>" and words[0] not in OPERATORS):
+        return None  # a plain value, compared as a string
+    op, operands = words[0], words[1:]
+    if op == "<or>":
+        values, separators = operands[0::2], operands[1::2]
+        if not values or len(operands) % 2 == 0 or any(s != "<or>" for s in separators):
+            return "<or> needs values separated by <or>, as in '<or> a <or> b'"
+        return None
+    if op == "<all-in>":
+        return None if operands else "<all-in> needs at least one value"
+    if len(operands) != 1:
+        return "%s needs exactly one operand" % op
+    if op in _NUMERIC:
+        try:
+            number = float(operands[0])
+        except ValueError:
+            number = None
+        if number is None or not math.isfinite(number):
+            return "%s needs a finite number, got %r" % (op, operands[0])
+    return None

@@ -9,7 +9,9 @@ import re
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.base import BaseHostFilter
 
-_PREDICATE = re.compile(r"^\s*(<=|>=|<|>|!=|==)\s*([0-9]+(?:\.[0-9]+)*)\s*\Z")
+# Version parts of at most 9 digits (libvirt's are below 1000) and a bounded text: int() refuses more than 4300 digits.
+_PREDICATE = re.compile(r"^\s*(<=|>=|<|>|!=|==)\s*([0-9]{1,9}(?:\.[0-9]{1,9})*)\s*\Z")
+MAX_PREDICATE = 255
 _COMPARE = {
     "<": lambda a, b: a < b, "<=": lambda a, b: a <= b, "==": lambda a, b: a == b,
     ">": lambda a, b: a > b, ">=": lambda a, b: a >= b, "!=": lambda a, b: a != b,
@@ -48,8 +50,14 @@ def _version_tuple(text):
 
 def parse_version_predicate(text):
     """">= 6.0, < 8" -> [(op, version tuple)], or SchedulerInputError."""
+    if not isinstance(text, str):
+        raise SchedulerInputError("image property img_hv_requested_version must be a string such as '>= 6.0, < 8', "
+                                  "got %r" % (text,))
+    if len(text) > MAX_PREDICATE:
+        raise SchedulerInputError("image property img_hv_requested_version is too long (%d characters, at most %d)"
+                                  % (len(text), MAX_PREDICATE))
     preds = []
-    for part in str(text).split(","):
+    for part in text.split(","):
         found = _PREDICATE.match(part)
         if not found:
             raise SchedulerInputError("image property img_hv_requested_version %r: bad restriction %r" % (text, part))

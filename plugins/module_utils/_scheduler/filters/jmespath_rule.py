@@ -23,6 +23,8 @@ def compile_rule(expression):
         return jmespath.compile(expression)
     except JMESPathError as err:
         raise SchedulerInputError("bad JMESPath rule %r: %s" % (expression, err))
+    except RecursionError:  # jmespath's parser recurses once per nesting level
+        raise SchedulerInputError("bad JMESPath rule %r...: nested too deeply" % (expression[:50],))
 
 
 def _true(value):

@@ -8,8 +8,9 @@ candidate hosts (all equal -> 0), multiplies by the host's multiplier and sums o
 
 from __future__ import annotations
 
-import math
 from operator import attrgetter
+
+MAX_AGGREGATE_MULTIPLIER = 1e9  # registry.MAX_MULTIPLIER (not imported: the registry imports the weighers)
 
 
 class BaseHostWeigher:
@@ -35,8 +36,9 @@ class BaseHostWeigher:
                 value = min(float(v) for v in values)
             except ValueError:
                 value = self.multiplier  # Nova logs a warning and uses the configured value
-            if not math.isfinite(value):
-                value = self.multiplier  # unlike Nova: a nan/inf weight would make every comparison meaningless
+            if not abs(value) <= MAX_AGGREGATE_MULTIPLIER:
+                # Unlike Nova: a nan/inf (or overflowing) weight would make every comparison meaningless.
+                value = self.multiplier
         return -value if self.negate_multiplier else value
 
     def is_active(self, spec):
