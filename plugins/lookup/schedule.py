@@ -31,11 +31,11 @@ options:
       C(hw_vm_mode), C(img_hv_requested_version) ...).
     type: dict
   count:
-    description: How many servers to place.
+    description: How many servers to place (1 to 10000).
     type: int
     default: 1
   instance_uuids:
-    description: The servers' UUIDs, O(count) of them; generated (random UUID4) when omitted.
+    description: The servers' UUIDs, O(count) of them and each different; generated (random UUID4) when omitted.
     type: list
     elements: str
   hints:

@@ -14,6 +14,7 @@ from ansible_collections.nimbus.compute.plugins.lookup import schedule as schedu
 BASE = {"hostname": "h", "total_usable_ram_mb": 4096, "total_usable_disk_gb": 100, "vcpus_total": 4}
 FLAVOR = {"vcpus": 1, "memory_mb": 512, "root_gb": 1}
 
+
 @pytest.fixture(scope="module")
 def lookup():
     # The collection is imported from .collections as a plain package here, so the plugin loader cannot load
