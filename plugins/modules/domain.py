@@ -63,11 +63,11 @@ options:
     type: str
     choices: [soft, hard]
   start_timeout:
-    description: Seconds to wait for the domain to run (or be paused) after a start.
+    description: Seconds to wait for the domain to run (or be paused) after a start. Above 0 and at most 604800 (a week).
     type: int
     default: 60
   shutdown_timeout:
-    description: Seconds to wait for a graceful shutdown.
+    description: Seconds to wait for a graceful shutdown. Above 0 and at most 604800 (a week).
     type: int
     default: 60
   force_after_timeout:

@@ -59,17 +59,17 @@ options:
     type: int
   timeout:
     description:
-      - Seconds allowed for connecting and for each read without data.
+      - Seconds allowed for connecting and for each read without data. Above 0 and at most 604800 (a week).
     type: int
     default: 30
   download_timeout:
     description:
-      - Seconds allowed for the whole download.
+      - Seconds allowed for the whole download. Above 0 and at most 604800 (a week).
     type: int
     default: 3600
   lock_timeout:
     description:
-      - Seconds to wait for another run that is fetching the same image.
+      - Seconds to wait for another run that is fetching the same image. Above 0 and at most 604800 (a week).
     type: int
     default: 3600
   url_username:

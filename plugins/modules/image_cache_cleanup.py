@@ -37,6 +37,7 @@ options:
   lock_timeout:
     description:
       - Seconds to wait for an image's lock; an image whose lock stays busy is kept and listed in RV(busy).
+      - Above 0 and at most 604800 (a week).
     type: int
     default: 10
 attributes:

@@ -89,7 +89,9 @@ options:
     type: str
     choices: [virtio, e1000, e1000e, rtl8139, ne2k_pci, pcnet]
   netns:
-    description: Network namespace to work in instead of the host's (lab hypervisors simulated as namespaces).
+    description:
+      - Network namespace to work in instead of the host's (lab hypervisors simulated as namespaces).
+      - A name as C(ip netns) takes it - no C(/), no leading C(-), not C(.) or C(..), at most 255 bytes.
     type: str
 notes:
   - Supports check mode (the RV(commands) are listed, C(nft -c) checks the ruleset) and is idempotent.

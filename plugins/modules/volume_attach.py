@@ -180,11 +180,13 @@ options:
     choices: [auto, host, qemu]
     default: auto
   connect_timeout:
-    description: Seconds to wait for the portal or NBD server to answer, and for an iSCSI login.
+    description:
+      - Seconds to wait for the portal or NBD server to answer, and for an iSCSI login.
+      - Above 0 and at most 604800 (a week).
     type: int
     default: 10
   detach_timeout:
-    description: Seconds to wait for the guest to release a hot-plugged volume on detach.
+    description: Seconds to wait for the guest to release a hot-plugged volume on detach. Above 0 and at most 604800 (a week).
     type: int
     default: 30
 notes:
