@@ -16,6 +16,9 @@ import time
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import LockTimeout
 
+# How often to make the lock directory again when it keeps vanishing before the open.
+OPEN_ATTEMPTS = 5
+
 
 class FileLock:
     """``with FileLock(path, timeout=60, what="image abc"):`` — exclusive, bounded wait."""
@@ -58,13 +61,20 @@ class FileLock:
             time.sleep(self.poll)
 
     def _open(self):
-        try:
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-        except FileNotFoundError:
-            # A failed image_cache run on a fresh host removes the empty locks/ it made, maybe between
-            # another step's makedirs and this open: make it again rather than fail that step.
-            os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-            return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        # A failed image_cache run on a fresh host removes the empty locks/ it made, maybe between another
+        # step's makedirs and this open (or while this run waited on a lock file it then unlinked): make the
+        # directory again rather than fail that step.
+        for _attempt in range(OPEN_ATTEMPTS):
+            try:
+                return os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except FileNotFoundError:
+                self.make_directory(os.path.dirname(self.path))
+        raise LockTimeout("could not lock %s: its directory %s kept disappearing" % (self.what, os.path.dirname(self.path)),
+                          step=self.step)
+
+    def make_directory(self, directory):
+        """Make the lock file's directory; a subclass may record what it made (ImageLock)."""
+        os.makedirs(directory, mode=0o700, exist_ok=True)
 
     def _still_the_file(self, fd):
         try:

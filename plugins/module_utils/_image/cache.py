@@ -21,11 +21,7 @@ import stat
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.atomic import fsync_dir
-from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import (
-    CommandError,
-    LockTimeout,
-    ValidationError,
-)
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import CommandError, ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import (
     MAX_INT,
@@ -46,8 +42,6 @@ BASE_DIR_MODE = 0o755
 BASE_FILE_MODE = 0o644
 # C0 and C1 control characters (NUL included): an id is hashed into a file name and shown in messages.
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-# How often to make locks/ again when a failed run removed it between our mkdir and our open.
-LOCK_ATTEMPTS = 5
 _IMAGE_LOCK_NAME = re.compile(r"image-[0-9a-f]{40}\.lock\Z")
 
 
@@ -123,25 +117,19 @@ class ImageLock(FileLock):
 
     def acquire(self):
         self._replaced = False
-        for _attempt in range(LOCK_ATTEMPTS):
-            existed = os.path.lexists(self.path)
-            try:
-                super().acquire()
-            except FileNotFoundError:
-                _make_dir(os.path.dirname(self.path), self.created_dirs)
-                continue
-            self.created = not existed or self._replaced
-            return self
-        raise LockTimeout("could not lock %s: its directory %s kept disappearing"
-                          % (self.what, os.path.dirname(self.path)), step=STEP)
+        existed = os.path.lexists(self.path)
+        super().acquire()
+        self.created = not existed or self._replaced
+        return self
+
+    def make_directory(self, directory):
+        _make_dir(directory, self.created_dirs)
 
     def _still_the_file(self, fd):
-        if super()._still_the_file(fd):
-            return True
-        # FileLock opens the path again next: it needs the directory a failed run may have removed.
-        self._replaced = True
-        _make_dir(os.path.dirname(self.path), self.created_dirs)
-        return False
+        same = super()._still_the_file(fd)
+        # FileLock opens the path again next: the file it then locks is this run's.
+        self._replaced = self._replaced or not same
+        return same
 
 
 def image_lock(instances_path, name, timeout, created_dirs=None):
@@ -207,14 +195,6 @@ def _make_base_dir(instances_path, created):
     _make_dir(base_dir, created)
     os.chmod(base_dir, BASE_DIR_MODE)  # mkdir applies the umask
     paths.require_inside(base_dir, instances_path, step=STEP)
-
-
-def _make_dirs(instances_path, created=None):
-    created = [] if created is None else created
-    _make_dir(instances_path, created, what="instances_path")
-    _make_dir(paths.locks_dir(instances_path), created)
-    _make_base_dir(instances_path, created)
-    return created
 
 
 def _remove_empty_dirs(instances_path, created):

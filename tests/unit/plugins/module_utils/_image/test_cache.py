@@ -160,7 +160,7 @@ def test_refused_kernel_leaves_base_as_it_was(host, data, disk_format, options, 
 
 def test_leftovers_of_a_killed_run_are_replaced(host):
     req = request(host, "vmlinuz", KERNEL)
-    cache._make_dirs(host["instances_path"])
+    os.makedirs(os.path.dirname(req.base_path))
     with open(req.base_path + ".part", "wb") as handle:
         handle.write(b"half a download")
     assert cache.ensure_cached(req)["changed"] is True
@@ -169,7 +169,7 @@ def test_leftovers_of_a_killed_run_are_replaced(host):
 
 def test_unsound_cached_base_is_an_error_not_reused(host):
     req = request(host, "vmlinuz", KERNEL)
-    cache._make_dirs(host["instances_path"])
+    os.makedirs(os.path.dirname(req.base_path))
     os.symlink("/etc/passwd", req.base_path)
     with pytest.raises(ImageError, match="not a regular file"):
         cache.ensure_cached(req)
