@@ -9,9 +9,10 @@ the play meant), and the Python bindings raise ValueError, not libvirtError, on 
 from __future__ import annotations
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._common.text import has_control_character
 
 
 def validate_libvirt_uri(uri, step, what="libvirt_uri"):
-    if not isinstance(uri, str) or not uri.strip() or any(ord(char) < 32 or char == "\x7f" for char in uri):
+    if not isinstance(uri, str) or not uri.strip() or has_control_character(uri):
         raise ValidationError("%s must be a non-empty URI without control characters, got %r" % (what, uri), step=step)
     return uri

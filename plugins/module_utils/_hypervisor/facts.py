@@ -19,6 +19,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.errors impo
 from ansible_collections.nimbus.compute.plugins.module_utils._common.libvirt_uri import validate_libvirt_uri
 from ansible_collections.nimbus.compute.plugins.module_utils._common.numbers import MAX_INT, validate_number
 from ansible_collections.nimbus.compute.plugins.module_utils._common.paths import validate_uuid
+from ansible_collections.nimbus.compute.plugins.module_utils._common.text import has_control_character
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.host_state import HostState
 
@@ -101,7 +102,7 @@ def _validate_labels(availability_zone, traits, pci_device_spec):
     """What the scheduler matches on, checked before it is published as a fact that never matches."""
     # Nova refuses ':' in a zone name (it separates zone and host in a forced placement).
     if (not isinstance(availability_zone, str) or not availability_zone.strip() or ":" in availability_zone
-            or any(ord(char) < 32 for char in availability_zone)):
+            or has_control_character(availability_zone)):
         raise ValidationError("availability_zone must be a non-empty name without ':' or control characters, got %r"
                               % (availability_zone,), step=STEP)
     for trait in traits or []:

@@ -13,6 +13,7 @@ import hashlib
 import ipaddress
 import re
 
+from ansible_collections.nimbus.compute.plugins.module_utils._common.text import has_control_character
 from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import NetworkValidationError
 
 IFNAMSIZ = 15
@@ -49,7 +50,7 @@ def validate_netns(name, what="netns"):
 
     if not isinstance(name, str) or not name:
         raise refuse("it must be a non-empty string")
-    if any(ord(char) < 32 or char == "\x7f" for char in name):
+    if has_control_character(name):
         raise refuse("it contains a NUL or control character")
     if "/" in name or name in (".", ".."):
         raise refuse("it must be a single file name under /run/netns (no '/', not '.' or '..')")
