@@ -59,7 +59,7 @@ _RATIO_FIELDS = ("ram_allocation_ratio", "disk_allocation_ratio", "cpu_allocatio
 # Bounds on host-state numbers, so that no weight can overflow to inf or NaN (a NaN weight made its host win):
 # counts and sizes (MiB, GiB, vCPUs, counters, metrics) stay within 2**53, where floats are still exact; ratios
 # within MAX_RATIO. The largest raw weight is then 2**53 x 1e6 (CPUWeigher), far from float's limit, and
-# normalising and multiplying by a bounded multiplier (registry.MAX_MULTIPLIER) stays finite.
+# normalising and multiplying by a bounded multiplier (weighers.base.MAX_MULTIPLIER) stays finite.
 MAX_QUANTITY = 2**53
 MAX_RATIO = 1e6
 # total_usable_disk_gb x 1024 is the default free_disk_mb, which must itself stay within MAX_QUANTITY.

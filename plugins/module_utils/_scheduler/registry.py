@@ -34,6 +34,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.server_group_anti_affinity import (
     ServerGroupAntiAffinityFilter,
 )
+from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.base import MAX_MULTIPLIER
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.build_failure import BuildFailureWeigher
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.cpu import CPUWeigher
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.weighers.disk import DiskWeigher
@@ -79,10 +80,6 @@ DEFAULT_WEIGHERS = (
     "ServerGroupSoftAntiAffinityWeigher", "RAMWeigher", "DiskWeigher", "PCIWeigher", "IoOpsWeigher",
     "HypervisorVersionWeigher",
 )
-
-# Multipliers beyond this make a weight overflow to inf (1e308 x a normalised 1.0 summed twice). Nova's largest
-# default is build_failure_weight_multiplier, 1e6; this leaves room to raise it, and the weight stays finite.
-MAX_MULTIPLIER = 1e9
 
 # Filters whose hint would otherwise be ignored silently: enabled when their hint or option is given.
 HINT_FILTERS = {"same_host": "SameHostFilter", "different_host": "DifferentHostFilter", "query": "JMESPathFilter"}

@@ -56,7 +56,8 @@ def _uuid_list(value, name):
 
 def _positive_rule(value):
     """Nova's positive_integer: a whole number >= 1, as an int or a string of digits (not 2.7, true or inf)."""
-    if isinstance(value, str) and value.strip().isdigit() and len(value.strip()) <= 10:
+    # isascii: isdigit() also takes "²", which int() refuses.
+    if isinstance(value, str) and value.strip().isascii() and value.strip().isdigit() and len(value.strip()) <= 10:
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_INT:
         raise SchedulerInputError("group rule max_server_per_host must be a whole number from 1 to %d, got %r"

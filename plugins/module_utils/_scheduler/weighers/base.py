@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from operator import attrgetter
 
-MAX_AGGREGATE_MULTIPLIER = 1e9  # registry.MAX_MULTIPLIER (not imported: the registry imports the weighers)
+# Multipliers beyond this make a weight overflow to inf (1e308 x a normalised 1.0 summed twice). Nova's largest
+# default is build_failure_weight_multiplier, 1e6; this leaves room to raise it, and the weight stays finite.
+# The registry refuses a configured multiplier above it; an aggregate's falls back to the configured one.
+MAX_MULTIPLIER = 1e9
 
 
 class BaseHostWeigher:
@@ -36,7 +39,7 @@ class BaseHostWeigher:
                 value = min(float(v) for v in values)
             except ValueError:
                 value = self.multiplier  # Nova logs a warning and uses the configured value
-            if not abs(value) <= MAX_AGGREGATE_MULTIPLIER:
+            if not abs(value) <= MAX_MULTIPLIER:
                 # Unlike Nova: a nan/inf (or overflowing) weight would make every comparison meaningless.
                 value = self.multiplier
         return -value if self.negate_multiplier else value

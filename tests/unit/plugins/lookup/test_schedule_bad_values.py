@@ -114,6 +114,7 @@ def test_an_out_of_range_aggregate_multiplier_falls_back_like_nan(aggregate_valu
     ({"max_server_per_host": float("inf")}, "max_server_per_host must be a whole number from 1 to 2147483647, got inf"),
     ({"max_server_per_host": 2.7}, "got 2.7"),
     ({"max_server_per_host": True}, "got True"),
+    ({"max_server_per_host": "\u00b2"}, "got '\u00b2'"),  # isdigit() takes it, int() does not
     ({"max_server_per_host": BIG}, "got 'a huge number'"),
     ({"max_servers_per_host": 5}, "unknown group rule(s) max_servers_per_host; known: max_server_per_host"),
     ("", "group rules must be a dict"),
