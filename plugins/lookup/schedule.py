@@ -176,7 +176,7 @@ from ansible.module_utils.common.yaml import yaml_load
 from ansible.module_utils.parsing.convert_bool import boolean
 from ansible.plugins.lookup import LookupBase
 
-from ansible_collections.nimbus.compute.plugins.plugin_utils._scheduler import FACT, schedule
+from ansible_collections.nimbus.compute.plugins.plugin_utils._scheduler import schedule
 
 _OPTIONS = yaml_load(DOCUMENTATION)["options"]
 _BOOL_OPTIONS = tuple(name for name, spec in _OPTIONS.items() if spec.get("type") == "bool")
@@ -197,25 +197,10 @@ def _check_keywords(kwargs):
                 raise AnsibleLookupError("nimbus.compute.schedule: %s must be true or false, got %r" % (name, kwargs[name]))
 
 
-def _check_facts(variables, group):
-    """Each nimbus_hypervisor fact of the group's hosts is a dict (a string or list cannot be a host state)."""
-    groups = (variables or {}).get("groups") or {}
-    hostvars = (variables or {}).get("hostvars") or {}
-    for name in groups.get(group) or ():
-        hv = hostvars.get(name) or {}
-        fact = hv.get(FACT) or (hv.get("ansible_facts") or {}).get(FACT)
-        if fact and not isinstance(fact, dict):
-            raise AnsibleLookupError("nimbus.compute.schedule: host %s: %s must be a dict of host-state fields, got %s"
-                                     % (name, FACT, type(fact).__name__))
-
-
 class LookupModule(LookupBase):
     def run(self, terms, variables=None, **kwargs):
         if terms:
             raise AnsibleLookupError("nimbus.compute.schedule takes only keyword options (flavor=..., count=...), no terms")
         _check_keywords(kwargs)
         self.set_options(var_options=variables, direct=kwargs)
-        options = self.get_options()
-        if options.get("hosts") is None:
-            _check_facts(variables, options.get("hypervisor_group"))
-        return schedule(options, variables)
+        return schedule(self.get_options(), variables)

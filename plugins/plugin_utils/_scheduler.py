@@ -41,6 +41,9 @@ def hosts_from_inventory(variables, group):
         if not fact:
             missing.append(name)
             continue
+        if not isinstance(fact, dict):
+            raise AnsibleLookupError("nimbus.compute.schedule: host %s: %s must be a dict of host-state fields, got %s"
+                                     % (name, FACT, type(fact).__name__))
         fact = plain(fact)
         fact["hostname"] = str(name)
         hosts.append(fact)
