@@ -43,15 +43,15 @@ options:
     type: int
     default: 0
   cpu_allocation_ratio:
-    description: vCPU overcommit ratio (Nova's initial value).
+    description: vCPU overcommit ratio (Nova's initial value). Above 0, as M(nimbus.compute.instance_claim) requires.
     type: float
     default: 4.0
   ram_allocation_ratio:
-    description: RAM overcommit ratio.
+    description: RAM overcommit ratio. Above 0.
     type: float
     default: 1.0
   disk_allocation_ratio:
-    description: Disk overcommit ratio.
+    description: Disk overcommit ratio. Above 0.
     type: float
     default: 1.0
   availability_zone:

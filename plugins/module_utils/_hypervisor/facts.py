@@ -189,9 +189,13 @@ def gather(libvirt_uri, instances_path, reserved_host_memory_mb=512, reserved_ho
            aggregates=None, traits=None, disabled=False, pci_device_spec=None, now=None):
     """The nimbus_hypervisor fact for this host."""
     for name, value in (("reserved_host_memory_mb", reserved_host_memory_mb), ("reserved_host_disk_mb", reserved_host_disk_mb),
-                        ("reserved_host_cpus", reserved_host_cpus), ("ram_allocation_ratio", ram_allocation_ratio),
-                        ("disk_allocation_ratio", disk_allocation_ratio), ("cpu_allocation_ratio", cpu_allocation_ratio)):
+                        ("reserved_host_cpus", reserved_host_cpus)):
         validate_number(value, name, STEP, minimum=0, maximum=MAX_INT)
+    # Above 0, as instance_claim requires: a ratio of 0 gave the scheduler a host with no capacity at all,
+    # refused only later, server by server, by the claim.
+    for name, value in (("ram_allocation_ratio", ram_allocation_ratio), ("disk_allocation_ratio", disk_allocation_ratio),
+                        ("cpu_allocation_ratio", cpu_allocation_ratio)):
+        validate_number(value, name, STEP, maximum=MAX_INT, positive=True)
     validate_libvirt_uri(libvirt_uri, STEP)
     paths.validate_instances_path(instances_path, step=STEP)
     _validate_labels(availability_zone, traits, pci_device_spec)
