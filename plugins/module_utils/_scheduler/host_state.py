@@ -299,8 +299,6 @@ def _numa_topology(value, where):
             cell["cpus"] = _number("numa_topology cell %d cpus" % n, cpus, where, minimum=0)
         for key in _CELL_NUMBERS:
             cell[key] = _number("numa_topology cell %d %s" % (n, key), cell.get(key, 0), where, minimum=0)
-        if (len(cell["cpus"]) if isinstance(cell["cpus"], list) else cell["cpus"]) < 0 or cell["memory_mb"] < 0:
-            raise SchedulerInputError("%s: numa_topology cell %d must not have negative cpus or memory_mb" % (where, n))
         cells.append(cell)
     return dict(value, cells=cells)
 

@@ -213,8 +213,8 @@ def test_negative_host_counters_are_refused(field):
     refused(options({field: -5}), "host h: %s must not be negative, got -5" % field)
 
 
-@pytest.mark.parametrize("field", ["cpu_usage", "memory_usage"])
-def test_negative_numa_usage_is_refused(field):
+@pytest.mark.parametrize("field", ["cpus", "memory_mb", "cpu_usage", "memory_usage"])
+def test_negative_numa_numbers_are_refused(field):
     cells = [{"cpus": 4, "memory_mb": 4096, field: -100}]
     refused(options({"numa_topology": {"cells": cells}}, flavor=extra(**{"hw:numa_nodes": "1"}),
                     filters=["NUMATopologyFilter"]),
