@@ -25,6 +25,7 @@ extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - nimbus.compute.connection
   - nimbus.compute.connection.instances_path
+  - nimbus.compute.capacity
 options:
   instance_uuid:
     description: UUID of the server, in canonical lower-case form.
@@ -40,39 +41,6 @@ options:
     type: str
     choices: [present, absent]
     default: present
-  ram_allocation_ratio:
-    description: Virtual RAM to physical RAM ratio.
-    type: float
-    default: 1.0
-  disk_allocation_ratio:
-    description: Virtual disk to physical disk ratio.
-    type: float
-    default: 1.0
-  cpu_allocation_ratio:
-    description: Virtual CPU to physical CPU ratio.
-    type: float
-    default: 4.0
-  reserved_host_memory_mb:
-    description: RAM kept for the host, in MiB.
-    type: int
-    default: 512
-  reserved_host_disk_mb:
-    description: Disk kept for the host, in MiB.
-    type: int
-    default: 0
-  reserved_host_cpus:
-    description: vCPUs kept for the host.
-    type: int
-    default: 0
-  total_memory_mb:
-    description: Host RAM in MiB. Read from libvirt C(getInfo) when not given.
-    type: int
-  total_disk_gb:
-    description: Host disk in GiB. The size of the file system holding O(instances_path) when not given.
-    type: int
-  total_vcpus:
-    description: Host CPUs. Read from libvirt C(getInfo) when not given.
-    type: int
 notes:
   - Supports check mode (reports whether the claim would fit without recording it).
 attributes:
@@ -150,18 +118,10 @@ from ansible_collections.nimbus.compute.plugins.module_utils._instance import cl
 ARGUMENT_SPEC = spec(
     CONNECTION_ARGS,
     INSTANCES_PATH_ARGS,
+    claim.CAPACITY_ARGS,
     instance_uuid=dict(type="str", required=True),
     flavor=dict(type="dict"),
     state=dict(type="str", choices=["present", "absent"], default="present"),
-    ram_allocation_ratio=dict(type="float", default=1.0),
-    disk_allocation_ratio=dict(type="float", default=1.0),
-    cpu_allocation_ratio=dict(type="float", default=4.0),
-    reserved_host_memory_mb=dict(type="int", default=512),
-    reserved_host_disk_mb=dict(type="int", default=0),
-    reserved_host_cpus=dict(type="int", default=0),
-    total_memory_mb=dict(type="int"),
-    total_disk_gb=dict(type="int"),
-    total_vcpus=dict(type="int"),
 )
 
 
@@ -173,15 +133,8 @@ def main():
         if p["state"] == "absent":
             result = claim.release(p["instance_uuid"], p["instances_path"], check_mode=module.check_mode)
         else:
-            result = claim.claim(
-                p["instance_uuid"], p["flavor"], p["instances_path"], libvirt_uri=p["libvirt_uri"],
-                ratios={"memory_mb": p["ram_allocation_ratio"], "disk_mb": p["disk_allocation_ratio"],
-                        "vcpus": p["cpu_allocation_ratio"]},
-                reserved={"memory_mb": p["reserved_host_memory_mb"], "disk_mb": p["reserved_host_disk_mb"],
-                          "vcpus": p["reserved_host_cpus"]},
-                totals={"memory_mb": p["total_memory_mb"], "disk_gb": p["total_disk_gb"], "vcpus": p["total_vcpus"]},
-                check_mode=module.check_mode,
-            )
+            result = claim.claim(p["instance_uuid"], p["flavor"], p["instances_path"], libvirt_uri=p["libvirt_uri"],
+                                 **claim.capacity_from_params(p), check_mode=module.check_mode)
     except (NimbusError, OSError) as err:
         module.fail_json(**clock.stamp(failure(err, claim.STEP)))
     module.exit_json(**clock.stamp(result))

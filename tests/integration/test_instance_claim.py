@@ -164,3 +164,89 @@ def test_playbook_check_mode_idempotence_and_delete(tmp_path):
     assert changed == 2
     after = [p for p in tree(instances) if not p.startswith("locks")]
     assert after == before
+
+
+PREPARE = """
+- hosts: localhost
+  gather_facts: false
+  tasks:
+    - name: claim and lay out the disks of the servers in one run
+      nimbus.compute.instance_prepare:
+        instances_path: "{{ instances_path }}"
+        total_memory_mb: 1024
+        total_disk_gb: 100
+        total_vcpus: 4
+        instances: >-
+          {% set out = [] %}{% for u in uuids %}{% set _x = out.append({'instance_uuid': u, 'flavor': flavor,
+          'base_path': base_path, 'config_drive': true, 'user_data': 'secret-user-data'}) %}{% endfor %}{{ out }}
+      register: prepared
+    - name: results for the test
+      ansible.builtin.copy:
+        dest: "{{ out }}"
+        content: "{{ prepared | to_json }}"
+      check_mode: false
+      changed_when: false
+"""
+
+
+@pytest.fixture
+def prepare_host(tmp_path):
+    instances = tmp_path / "instances"
+    (instances / "_base").mkdir(parents=True)
+    base = instances / "_base" / "image"
+    with open(base, "wb") as handle:
+        handle.truncate(8 << 20)
+    # 1024 MiB with 512 kept for the host: two 256 MiB servers fit, the third is refused.
+    return {"uuids": [str(uuidlib.uuid4()) for _unused in range(3)], "instances_path": str(instances),
+            "base_path": str(base), "out": str(tmp_path / "prepared.json"), "flavor": dict(FLAVOR, ephemeral_gb=1)}
+
+
+def test_prepare_claims_in_order_and_makes_the_disks_of_those_that_fit(tmp_path, prepare_host):
+    instances = prepare_host["instances_path"]
+    before = tree(instances)
+    stdout, changed = playbook(tmp_path, PREPARE, prepare_host, "--check", "--diff")
+    assert changed == 1 and stdout.count("+disk.config") == 2, "two servers would get disks"
+    assert tree(instances) == before, "check mode changes nothing"
+    assert "secret-user-data" not in stdout
+    _unused, changed = playbook(tmp_path, PREPARE, prepare_host)
+    result = json.loads(open(prepare_host["out"]).read())
+    first, second, third = prepare_host["uuids"]
+    assert changed == 1 and result["failed_instances"] == [third]
+    for uuid in (first, second):
+        disk = os.path.join(instances, uuid, "disk")
+        info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", disk], capture_output=True, text=True,
+                                         check=True).stdout)
+        assert info["backing-filename"] == prepare_host["base_path"] and info["virtual-size"] == 1 << 30
+        assert sorted(os.listdir(os.path.join(instances, uuid))) == ["disk", "disk.config", "disk.local", "instance.json"]
+    refused = result["instances"][2]
+    assert refused["failed_step"] == "instance_claim" and refused["reschedule"] is True
+    assert not os.path.exists(os.path.join(instances, third)), "nothing of the refused server"
+    _unused, changed = playbook(tmp_path, PREPARE, prepare_host)
+    assert changed == 0, "second run changes nothing"
+    for uuid in (first, second):
+        playbook(tmp_path, DELETE, dict(prepare_host, uuid=uuid))
+    assert [p for p in tree(instances) if not p.startswith("locks")] == before
+
+
+def test_prepare_releases_the_claim_when_the_disks_fail(tmp_path, prepare_host, monkeypatch, capsys):
+    from moduletools import run_module
+
+    from ansible_collections.nimbus.compute.plugins.modules import instance_prepare
+
+    broken = tmp_path / "bin"
+    broken.mkdir()
+    (broken / "qemu-img").write_text("#!/bin/sh\necho 'qemu-img: broken for the test' >&2\nexit 1\n")
+    (broken / "qemu-img").chmod(0o755)
+    monkeypatch.setenv("PATH", "%s:%s" % (broken, os.environ["PATH"]))
+    instances = prepare_host["instances_path"]
+    before = tree(instances)
+    servers = [{"instance_uuid": u, "flavor": prepare_host["flavor"], "base_path": prepare_host["base_path"]}
+               for u in prepare_host["uuids"][:2]]
+    result = run_module(instance_prepare, {"instances_path": instances, "total_memory_mb": 1024, "total_disk_gb": 100,
+                                           "total_vcpus": 4, "instances": servers}, capsys)
+    assert result["rc"] == 0 and result["failed_instances"] == prepare_host["uuids"][:2]
+    for server in result["instances"]:
+        assert server["failed_step"] == "instance_disks" and "broken for the test" in server["msg"]
+        assert "rollback_failed" not in server
+    # Both claims were made and released again: the second one fitted only because the first was released.
+    assert [p for p in tree(instances) if not p.startswith("locks")] == before

@@ -33,6 +33,32 @@ DEFAULT_RATIOS = {"memory_mb": 1.0, "disk_mb": 1.0, "vcpus": 4.0}
 DEFAULT_RESERVED = {"memory_mb": 512, "disk_mb": 0, "vcpus": 0}
 
 
+# The modules' capacity options (doc fragment nimbus.compute.capacity), with Nova's defaults.
+CAPACITY_ARGS = dict(
+    ram_allocation_ratio=dict(type="float", default=DEFAULT_RATIOS["memory_mb"]),
+    disk_allocation_ratio=dict(type="float", default=DEFAULT_RATIOS["disk_mb"]),
+    cpu_allocation_ratio=dict(type="float", default=DEFAULT_RATIOS["vcpus"]),
+    reserved_host_memory_mb=dict(type="int", default=DEFAULT_RESERVED["memory_mb"]),
+    reserved_host_disk_mb=dict(type="int", default=DEFAULT_RESERVED["disk_mb"]),
+    reserved_host_cpus=dict(type="int", default=DEFAULT_RESERVED["vcpus"]),
+    total_memory_mb=dict(type="int"),
+    total_disk_gb=dict(type="int"),
+    total_vcpus=dict(type="int"),
+)
+
+
+def capacity_from_params(params):
+    """The ``ratios``, ``reserved`` and ``totals`` keywords of claim() from the CAPACITY_ARGS options."""
+    return {
+        "ratios": {"memory_mb": params["ram_allocation_ratio"], "disk_mb": params["disk_allocation_ratio"],
+                   "vcpus": params["cpu_allocation_ratio"]},
+        "reserved": {"memory_mb": params["reserved_host_memory_mb"], "disk_mb": params["reserved_host_disk_mb"],
+                     "vcpus": params["reserved_host_cpus"]},
+        "totals": {"memory_mb": params["total_memory_mb"], "disk_gb": params["total_disk_gb"],
+                   "vcpus": params["total_vcpus"]},
+    }
+
+
 class ClaimRefused(NimbusError):
     """The host cannot hold the server: the orchestration reschedules to an alternate."""
 
@@ -162,18 +188,34 @@ def claim(instance_uuid, flavor, instances_path, *, libvirt_uri="qemu:///system"
     """Claim the flavor's resources for the server; returns the module result (without msg)."""
     flavor = validate_flavor(flavor, step=STEP)
     instance_uuid, inst_dir = layout.resolve_instance_dir(instances_path, instance_uuid, STEP)
+    ratios, reserved, totals = capacity_rules(libvirt_uri, ratios, reserved, totals)
+    host = host_totals(instances_path, libvirt_uri, totals.get("memory_mb"), totals.get("disk_gb"), totals.get("vcpus"))
+    return claim_on_host(instance_uuid, inst_dir, flavor, instances_path, host=host, ratios=ratios, reserved=reserved,
+                         check_mode=check_mode, owner=owner)
+
+
+def capacity_rules(libvirt_uri, ratios=None, reserved=None, totals=None):
+    """The allocation ratios, reserved amounts and given host totals, with defaults, checked."""
     totals = dict(totals or {})
     ratios = dict(DEFAULT_RATIOS, **(ratios or {}))
     reserved = dict(DEFAULT_RESERVED, **(reserved or {}))
     _validate_numbers(ratios, reserved, {"memory_mb": totals.get("memory_mb"),
                                          "disk_mb": totals.get("disk_gb"), "vcpus": totals.get("vcpus")})
     validate_libvirt_uri(libvirt_uri, STEP)
-    host = host_totals(instances_path, libvirt_uri, totals.get("memory_mb"), totals.get("disk_gb"), totals.get("vcpus"))
+    return ratios, reserved, totals
+
+
+def claim_on_host(instance_uuid, inst_dir, flavor, instances_path, *, host, ratios, reserved, check_mode=False, owner=None,
+                  pending=None):
+    """The claim of a checked server (``flavor`` from validate_flavor) against the host's totals ``host``.
+
+    ``pending`` ({uuid: claim}): claims a check-mode run of several servers would have recorded before this one.
+    """
     request = requested(flavor)
     record = dict(request, flavor=flavor["name"])
     if check_mode:
         return _decide(instance_uuid, inst_dir, instances_path, request=request, record=record, host=host,
-                       ratios=ratios, reserved=reserved, owner=None)
+                       ratios=ratios, reserved=reserved, owner=None, pending=pending)
     owner = owner or qemu_owner()
     lock = layout.instance_lock(instances_path, instance_uuid, STEP)
     with lock, layout.host_lock(instances_path, STEP):
@@ -188,8 +230,8 @@ def claim(instance_uuid, flavor, instances_path, *, libvirt_uri="qemu:///system"
             raise
 
 
-def _decide(instance_uuid, inst_dir, instances_path, *, request, record, host, ratios, reserved, owner):
-    others = host_claims(instances_path, exclude=instance_uuid)
+def _decide(instance_uuid, inst_dir, instances_path, *, request, record, host, ratios, reserved, owner, pending=None):
+    others = dict(host_claims(instances_path, exclude=instance_uuid), **(pending or {}))
     used = {res: sum(c[res] for c in others.values()) for res in RESOURCES}
     report = check(request, host, used, ratios, reserved)
     # created: no claim for this server existed on this host, so the server is new here and a rollback of

@@ -227,9 +227,29 @@ def _diff(inst_dir, disks, todo):
     }
 
 
+@dataclass
+class DisksRequest:
+    """A checked request: the server's disks planned, nothing on disk touched yet."""
+
+    instance_uuid: str
+    instances_path: str
+    inst_dir: str
+    disks: list
+    digest: str | None
+
+
 def ensure(instance_uuid, instances_path, flavor, base_path, *, config_drive_enabled=False, name=None, meta_data=None,
            user_data=None, network_data=None, ephemeral_format=None, check_mode=False, owner=None):
     """Create the missing disks; the module result (changed, instance_dir, domain_disks, diff, warnings)."""
+    request = plan_request(instance_uuid, instances_path, flavor, base_path, config_drive_enabled=config_drive_enabled,
+                           name=name, meta_data=meta_data, user_data=user_data, network_data=network_data,
+                           ephemeral_format=ephemeral_format)
+    return ensure_planned(request, check_mode=check_mode, owner=owner)
+
+
+def plan_request(instance_uuid, instances_path, flavor, base_path, *, config_drive_enabled=False, name=None,
+                 meta_data=None, user_data=None, network_data=None, ephemeral_format=None):
+    """Check everything ``ensure`` needs and plan the disks; raises ValidationError, changes nothing."""
     flavor = validate_flavor(flavor, step=STEP)
     instance_uuid, inst_dir = layout.resolve_instance_dir(instances_path, instance_uuid, STEP)
     if ephemeral_format is not None and ephemeral_format not in EPHEMERAL_FORMATS:
@@ -244,6 +264,13 @@ def ensure(instance_uuid, instances_path, flavor, base_path, *, config_drive_ena
         raise ValidationError("meta_data, user_data and network_data need config_drive: true", step=STEP)
     disks = plan(inst_dir, flavor, base, base_size, content=content, ephemeral_format=ephemeral_format)
     digest = config_drive.digest(content) if content is not None else None
+    return DisksRequest(instance_uuid, instances_path, inst_dir, disks, digest)
+
+
+def ensure_planned(request, check_mode=False, owner=None):
+    """Create the missing disks of a request from ``plan_request``; the module result."""
+    instance_uuid, instances_path, inst_dir = request.instance_uuid, request.instances_path, request.inst_dir
+    disks, digest = request.disks, request.digest
     warnings = []
     if check_mode:
         todo = _todo(disks, Journal(inst_dir, step=STEP))

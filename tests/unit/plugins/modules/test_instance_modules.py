@@ -1,4 +1,4 @@
-"""instance_claim and instance_disks as Ansible runs them: argument checks, fail_json shape, check mode."""
+"""instance_claim, instance_disks and instance_prepare as Ansible runs them: argument checks, fail_json shape, check mode."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import pytest
 from moduletools import run_module
 
-from ansible_collections.nimbus.compute.plugins.modules import instance_claim, instance_disks
+from ansible_collections.nimbus.compute.plugins.modules import instance_claim, instance_disks, instance_prepare
 
 UUID = "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
 FLAVOR = {"name": "m1", "vcpus": 1, "memory_mb": 64, "root_gb": 1, "ephemeral_gb": 0, "swap": 0}
@@ -83,3 +83,34 @@ def test_disks_without_diff_mode_has_no_diff(tmp_path, capsys):
     args = dict(instance_uuid=UUID, flavor=FLAVOR, instances_path=str(tmp_path),
                 base_path=str(tmp_path / "_base" / "abc"), _ansible_check_mode=True)
     assert "diff" not in run(instance_disks, args, capsys)
+
+
+def test_prepare_check_mode_reports_each_server_with_diff(tmp_path, capsys):
+    (tmp_path / "_base").mkdir()
+    base = str(tmp_path / "_base" / "abc")
+    (tmp_path / "_base" / "abc").write_bytes(b"\0" * 4096)
+    other = "0b7c51e4-8d2f-4b0e-9a61-3c5d7e9f1a2b"
+    server = {"instance_uuid": UUID, "flavor": FLAVOR, "base_path": base, "config_drive": True,
+              "user_data": "secret-user-data"}
+    # 512 MiB left after the 512 reserved: the first 400 MiB server fits, the second no longer does.
+    big = dict(FLAVOR, memory_mb=400)
+    args = dict(TOTALS, instances_path=str(tmp_path), _ansible_check_mode=True, _ansible_diff=True,
+                instances=[dict(server, flavor=big), dict(server, instance_uuid=other, flavor=big)])
+    result = run(instance_prepare, args, capsys)
+    assert result["rc"] == 0 and result["changed"] is True and result["failed_instances"] == [other]
+    first, second = result["instances"]
+    assert first["claim"]["created"] is True and first["disks"]["created"] == ["disk", "disk.config"]
+    assert "diff" not in first["disks"] and "warnings" not in first["disks"]
+    assert [d["after"] for d in result["diff"]] == ["disk\ndisk.config\n"]
+    assert second["failed_step"] == "instance_claim" and second["reschedule"] is True
+    assert "secret-user-data" not in json.dumps(result)
+    assert sorted(os.listdir(tmp_path)) == ["_base"]
+
+
+def test_prepare_bad_server_is_one_clear_failure(tmp_path, capsys):
+    args = dict(TOTALS, instances_path=str(tmp_path),
+                instances=[{"instance_uuid": UUID, "flavor": dict(FLAVOR, vcpus=0), "base_path": str(tmp_path / "x")}])
+    result = run(instance_prepare, args, capsys)
+    assert result["failed"] is True and result["failed_step"] == "instance_claim"
+    assert result["msg"].startswith("instance_claim: instances[0] (%s): " % UUID) and "vcpus is 0" in result["msg"]
+    assert os.listdir(tmp_path) == []

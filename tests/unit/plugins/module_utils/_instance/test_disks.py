@@ -15,15 +15,6 @@ UUID = "6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b"
 FLAVOR = {"name": "m1", "vcpus": 1, "memory_mb": 64, "root_gb": 1, "ephemeral_gb": 2, "swap": 32}
 
 
-@pytest.fixture
-def host(tmp_path):
-    (tmp_path / "_base").mkdir()
-    base = tmp_path / "_base" / "abc"
-    with open(base, "wb") as handle:
-        handle.truncate(10 * MIB)
-    return tmp_path, str(base)
-
-
 def _ensure(host, **kw):
     root, base = host
     kw.setdefault("flavor", FLAVOR)

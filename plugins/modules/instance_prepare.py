@@ -1,0 +1,183 @@
+#!/usr/bin/python
+# -*- coding: utf-8 -*-
+# Copyright: nimbus.compute contributors
+# Apache License 2.0 (see LICENSE)
+
+from __future__ import annotations
+
+DOCUMENTATION = r"""
+module: instance_prepare
+short_description: Claim resources and create the disks of several servers on one hypervisor in one run
+version_added: 0.1.0
+author: nimbus.compute developers (@nimbus)
+description:
+  - For each server of O(instances), in order, does what M(nimbus.compute.instance_claim) and then
+    M(nimbus.compute.instance_disks) do for one server, with the same code, so each claim counts the
+    claims made before it.
+  - One module run for all the servers a play places on a hypervisor, instead of two per server, as Ansible
+    starts a Python process for every module task. C(create_server.yml) uses it before the builds, and
+    the M(nimbus.compute.server) role starts from each server's entry of RV(instances) (its C(server_prepared)).
+  - Every server is checked (UUID, flavor, base image, config drive content) before anything changes; one
+    bad server fails the run and nothing is claimed or created.
+  - A server whose claim is refused or whose disks cannot be made is reported in its entry of RV(instances)
+    with C(failed=true), C(failed_step) and C(reschedule), and keeps nothing on the host (its claim is
+    released again). The other servers go on; the module itself does not fail for them.
+  - Removing a server is M(nimbus.compute.instance_disks) and M(nimbus.compute.instance_claim) with
+    C(state=absent), as for a server built step by step.
+extends_documentation_fragment:
+  - ansible.builtin.action_common_attributes
+  - nimbus.compute.connection
+  - nimbus.compute.connection.instances_path
+  - nimbus.compute.capacity
+options:
+  instances:
+    description: The servers to claim and lay out, in the order to claim them.
+    type: list
+    elements: dict
+    required: true
+    suboptions:
+      instance_uuid:
+        description: UUID of the server, in canonical lower-case form.
+        type: str
+        required: true
+      flavor:
+        description:
+          - The flavor, with keys C(name), C(vcpus), C(memory_mb), C(root_gb), C(ephemeral_gb), C(swap) (MiB)
+            and C(extra_specs).
+        type: dict
+        required: true
+      base_path:
+        description: The raw base image in C(<instances_path>/_base) (the C(base_path) of M(nimbus.compute.image_cache)).
+        type: path
+        required: true
+      config_drive:
+        description: Whether to build the config drive C(disk.config).
+        type: bool
+        default: false
+      name:
+        description: Display name of the server for the config drive.
+        type: str
+      meta_data:
+        description: Extra keys for the config drive's C(meta_data.json) (M(nimbus.compute.instance_disks)).
+        type: dict
+      user_data:
+        description: The config drive's C(user_data). May hold secrets, so it is never logged.
+        type: str
+      network_data:
+        description: The config drive's C(network_data.json).
+        type: dict
+      ephemeral_format:
+        description: File system for C(disk.local) (M(nimbus.compute.instance_disks)); blank when not given.
+        type: str
+notes:
+  - Supports check mode (reports what each server's claim and disks would be, changes nothing) and diff mode
+    (the files of each server whose disks change).
+attributes:
+  check_mode:
+    support: full
+  diff_mode:
+    support: full
+  platform:
+    platforms: posix
+"""
+
+EXAMPLES = r"""
+- name: Claim and lay out the disks of two servers on this hypervisor in one run
+  nimbus.compute.instance_prepare:
+    instances:
+      - instance_uuid: 6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5b
+        flavor: {name: m1.tiny, vcpus: 1, memory_mb: 512, root_gb: 1, ephemeral_gb: 0, swap: 0}
+        base_path: "{{ cached.base_path }}"
+        config_drive: true
+        name: web-1
+      - instance_uuid: 0b7c51e4-8d2f-4b0e-9a61-3c5d7e9f1a2b
+        flavor: {name: m1.tiny, vcpus: 1, memory_mb: 512, root_gb: 1, ephemeral_gb: 0, swap: 0}
+        base_path: "{{ cached.base_path }}"
+        config_drive: true
+        name: web-2
+    total_memory_mb: 4096
+  register: prepared
+
+- name: Show the servers that need another host
+  ansible.builtin.debug:
+    msg: "{{ prepared.failed_instances }}"
+"""
+
+RETURN = r"""
+instances:
+  description:
+    - One entry per server, in the order given, with C(instance_uuid), C(failed) and C(changed).
+    - When it worked, C(claim) and C(disks) hold what M(nimbus.compute.instance_claim) and
+      M(nimbus.compute.instance_disks) return for the server (each with its own C(elapsed)).
+    - When it failed, C(msg), C(failed_step) (V(instance_claim) or V(instance_disks)), C(reschedule) (true when
+      another host may take the server), C(elapsed), C(resources) for a refused claim, and C(rollback_failed)
+      when the claim could not be released again.
+  returned: always
+  type: list
+  elements: dict
+failed_instances:
+  description: UUIDs of the servers that failed (nothing of them is left on the host).
+  returned: always
+  type: list
+  elements: str
+elapsed:
+  description: Seconds the module ran on the host.
+  returned: always
+  type: float
+failed_step:
+  description: The step whose check refused the request (V(instance_prepare), V(instance_claim) or V(instance_disks)).
+  returned: failure
+  type: str
+"""
+
+from ansible.module_utils.basic import AnsibleModule
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
+from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
+from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim, prepare
+
+SERVER_OPTIONS = dict(
+    instance_uuid=dict(type="str", required=True),
+    flavor=dict(type="dict", required=True),
+    base_path=dict(type="path", required=True),
+    config_drive=dict(type="bool", default=False),
+    name=dict(type="str"),
+    meta_data=dict(type="dict"),
+    user_data=dict(type="str", no_log=True),  # may carry secrets (passwords, keys): never echoed
+    network_data=dict(type="dict"),
+    ephemeral_format=dict(type="str"),
+)
+
+ARGUMENT_SPEC = spec(
+    CONNECTION_ARGS,
+    INSTANCES_PATH_ARGS,
+    claim.CAPACITY_ARGS,
+    instances=dict(type="list", elements="dict", required=True, options=SERVER_OPTIONS),
+)
+
+
+def main():
+    clock = StepClock()
+    module = AnsibleModule(ARGUMENT_SPEC, supports_check_mode=True)
+    p = module.params
+    try:
+        result = prepare.prepare(p["instances"], p["instances_path"], libvirt_uri=p["libvirt_uri"],
+                                 **claim.capacity_from_params(p), check_mode=module.check_mode)
+    except (NimbusError, OSError) as err:
+        module.fail_json(**clock.stamp(failure(err, prepare.STEP)))
+    diffs = []
+    for server in result["instances"]:
+        laid_out = server.get("disks", {})
+        for warning in laid_out.pop("warnings", []):
+            module.warn("%s: %s" % (server["instance_uuid"], warning))
+        diff = laid_out.pop("diff", None)
+        if diff and laid_out.get("changed"):
+            diffs.append(diff)
+    if module._diff:
+        result["diff"] = diffs
+    module.exit_json(**clock.stamp(result))
+
+
+if __name__ == "__main__":
+    main()

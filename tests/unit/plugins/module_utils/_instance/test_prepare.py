@@ -1,0 +1,68 @@
+"""instance_prepare's planning: every server checked before anything changes, and in check mode each
+claim counts the ones before it (the real runs, with qemu-img and xorriso, are in tests/integration)."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._instance import prepare
+
+FLAVOR = {"name": "m1", "vcpus": 1, "memory_mb": 256, "root_gb": 1, "ephemeral_gb": 0, "swap": 0}
+# 512 MiB kept for the host: two 256 MiB servers fit, a third does not.
+TOTALS = {"memory_mb": 1024, "disk_gb": 100, "vcpus": 8}
+UUIDS = ["6f1e8b2a-0c1d-4e5f-8a9b-0c1d2e3f4a5%d" % i for i in range(4)]
+
+
+def servers(base, count, **extra):
+    return [dict({"instance_uuid": UUIDS[i], "flavor": FLAVOR, "base_path": base}, **extra) for i in range(count)]
+
+
+def test_check_mode_counts_each_claim_before_the_next(host):
+    root, base = host
+    result = prepare.prepare(servers(base, 3, config_drive=True, name="web"), str(root), totals=TOTALS, check_mode=True)
+    first, second, third = result["instances"]
+    assert not first["failed"] and not second["failed"] and first["changed"] and result["changed"]
+    assert first["disks"]["created"] == ["disk", "disk.config"]
+    assert third["failed"] and third["failed_step"] == "instance_claim" and third["reschedule"] is True
+    assert "requested 256, free 0" in third["msg"]
+    assert result["failed_instances"] == [UUIDS[2]]
+    assert sorted(os.listdir(root)) == ["_base"], "check mode changes nothing"
+
+
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ({"instance_uuid": "not-a-uuid"}, "instances[1] (not-a-uuid): "),
+        ({"instance_uuid": UUIDS[0]}, "the same server is listed twice"),
+        ({"flavor": dict(FLAVOR, memory_mb=0)}, "instances[1] (%s): " % UUIDS[1]),
+        ({"base_path": "/etc/passwd"}, "is not inside"),
+        ({"meta_data": {"k": "v"}}, "need config_drive: true"),
+        ({"ephemeral_format": "ext9"}, "ephemeral_format 'ext9'"),
+    ],
+)
+def test_one_bad_server_fails_them_all_before_any_change(host, bad, words):
+    root, base = host
+    listed = servers(base, 2)
+    listed[1].update(bad)
+    with pytest.raises(ValidationError) as info:
+        prepare.prepare(listed, str(root), totals=TOTALS)
+    assert words in info.value.msg
+    assert sorted(os.listdir(root)) == ["_base"], "not even the first server's claim"
+
+
+def test_instances_must_be_a_list_of_dicts(host):
+    root, _unused = host
+    with pytest.raises(ValidationError, match="instances must be a list"):
+        prepare.check({"instance_uuid": UUIDS[0]}, str(root))
+    with pytest.raises(ValidationError, match=r"instances\[0\] must be a dict"):
+        prepare.check(["x"], str(root))
+
+
+def test_bad_capacity_rules_fail_before_any_change(host):
+    root, base = host
+    with pytest.raises(ValidationError, match="allocation ratio"):
+        prepare.prepare(servers(base, 1), str(root), totals=TOTALS, ratios={"memory_mb": 0})
+    assert sorted(os.listdir(root)) == ["_base"]
