@@ -128,6 +128,8 @@ def test_create_boot_converge_and_delete(clean_fleet, guest_images, tmp_path):
                              build_play, re.M)
         assert sorted(results) == sorted([("changed", servers["fleet-boot-1"]["uuid"]),
                                           ("skipping", servers["fleet-boot-2"]["uuid"])]), (task, results)
+    # Each server was built on the host the scheduler chose (first attempt), not on an alternate.
+    assert {p["instance_uuid"]: p["host"] for p in summary["placements"]} == {s["uuid"]: s["host"] for s in servers.values()}
     for server in servers.values():
         assert not server["failed"] and server["state"] == "running" and len(server["attempts"]) == 1
         assert fleet.domain_state(server["host"], server["uuid"]) == "running"
