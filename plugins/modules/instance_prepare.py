@@ -7,21 +7,22 @@ from __future__ import annotations
 
 DOCUMENTATION = r"""
 module: instance_prepare
-short_description: Claim resources and create the disks of several servers on one hypervisor in one run
+short_description: Claim resources, create the disks and write the domain XML of several servers on a hypervisor at once
 version_added: 0.1.0
 author: nimbus.compute developers (@nimbus)
 description:
-  - For each server of O(instances), in order, does what M(nimbus.compute.instance_claim) and then
-    M(nimbus.compute.instance_disks) do for one server, with the same code, so each claim counts the
-    claims made before it.
+  - For each server of O(instances), in order, does what M(nimbus.compute.instance_claim), then
+    M(nimbus.compute.instance_disks) and, for a server with O(instances[].domain), M(nimbus.compute.domain_xml)
+    do for one server, with the same code, so each claim counts the claims made before it. The host is
+    probed for the XML once per virt type and machine type, not once per server.
   - One module run for all the servers a play places on a hypervisor, instead of two per server, as Ansible
     starts a Python process for every module task. C(create_server.yml) uses it before the builds, and
     the M(nimbus.compute.server) role starts from each server's entry of RV(instances) (its C(server_prepared)).
-  - Every server is checked (UUID, flavor, base image, config drive content) before anything changes; one
-    bad server fails the run and nothing is claimed or created.
-  - A server whose claim is refused or whose disks cannot be made is reported in its entry of RV(instances)
-    with C(failed=true), C(failed_step) and C(reschedule), and keeps nothing on the host (its claim is
-    released again). The other servers go on; the module itself does not fail for them.
+  - Every server is checked (UUID, flavor, base image, config drive content, the XML request) before anything
+    changes; one bad server fails the run and nothing is claimed or created.
+  - A server whose claim is refused or whose disks or XML cannot be made is reported in its entry of RV(instances)
+    with C(failed=true), C(failed_step) and C(reschedule), and keeps nothing on the host (its disks and claim
+    are removed again). The other servers go on; the module itself does not fail for them.
   - Removing a server is M(nimbus.compute.instance_disks) and M(nimbus.compute.instance_claim) with
     C(state=absent), as for a server built step by step.
 extends_documentation_fragment:
@@ -69,6 +70,32 @@ options:
       ephemeral_format:
         description: File system for C(disk.local) (M(nimbus.compute.instance_disks)); blank when not given.
         type: str
+      domain:
+        description:
+          - When given, also writes the server's domain XML to C(<uuid>/libvirt.xml) as M(nimbus.compute.domain_xml)
+            does, for the disks made here, without network interfaces (a server with ports gets its XML in its build).
+          - The flavor, name and disks come from the server; these are the rest of M(nimbus.compute.domain_xml)'s options.
+        type: dict
+        suboptions:
+          image:
+            description:
+              - The image record (C(id), C(properties)), as M(nimbus.compute.domain_xml)
+                O(nimbus.compute.domain_xml#module:image).
+            type: dict
+            required: true
+          kernel:
+            description: Base path of the kernel for direct kernel boot.
+            type: path
+          ramdisk:
+            description: Base path of the ramdisk for direct kernel boot.
+            type: path
+          owner:
+            description: Owner for the domain metadata, as M(nimbus.compute.domain_xml) O(nimbus.compute.domain_xml#module:owner).
+            type: dict
+          virt_type:
+            description: V(kvm), V(qemu), or V(auto) to probe the host.
+            type: str
+            default: auto
 notes:
   - Supports check mode (reports what each server's claim and disks would be, changes nothing) and diff mode
     (the files of each server whose disks change).
@@ -90,6 +117,8 @@ EXAMPLES = r"""
         base_path: "{{ cached.base_path }}"
         config_drive: true
         name: web-1
+        domain:
+          image: {id: cirros, properties: {hw_disk_bus: virtio}}
       - instance_uuid: 0b7c51e4-8d2f-4b0e-9a61-3c5d7e9f1a2b
         flavor: {name: m1.tiny, vcpus: 1, memory_mb: 512, root_gb: 1, ephemeral_gb: 0, swap: 0}
         base_path: "{{ cached.base_path }}"
@@ -107,11 +136,11 @@ RETURN = r"""
 instances:
   description:
     - One entry per server, in the order given, with C(instance_uuid), C(failed) and C(changed).
-    - When it worked, C(claim) and C(disks) hold what M(nimbus.compute.instance_claim) and
-      M(nimbus.compute.instance_disks) return for the server (each with its own C(elapsed)).
-    - When it failed, C(msg), C(failed_step) (V(instance_claim) or V(instance_disks)), C(reschedule) (true when
-      another host may take the server), C(elapsed), C(resources) for a refused claim, and C(rollback_failed)
-      when the claim could not be released again.
+    - When it worked, C(claim), C(disks) and (with O(instances[].domain)) C(xml) hold what M(nimbus.compute.instance_claim),
+      M(nimbus.compute.instance_disks) and M(nimbus.compute.domain_xml) return for the server (each with its own C(elapsed)).
+    - When it failed, C(msg), C(failed_step) (V(instance_claim), V(instance_disks) or V(domain_xml)), C(reschedule) (true
+      when another host may take the server), C(elapsed), C(resources) for a refused claim, and C(rollback_failed)
+      when what was made for it could not be removed again.
   returned: always
   type: list
   elements: dict
@@ -125,7 +154,9 @@ elapsed:
   returned: always
   type: float
 failed_step:
-  description: The step whose check refused the request (V(instance_prepare), V(instance_claim) or V(instance_disks)).
+  description:
+    - The step whose check refused the request (V(instance_prepare), V(instance_claim), V(instance_disks) or
+      V(domain_xml)).
   returned: failure
   type: str
 """
@@ -147,6 +178,13 @@ SERVER_OPTIONS = dict(
     user_data=dict(type="str", no_log=True),  # may carry secrets (passwords, keys): never echoed
     network_data=dict(type="dict"),
     ephemeral_format=dict(type="str"),
+    domain=dict(type="dict", options=dict(
+        image=dict(type="dict", required=True),
+        kernel=dict(type="path"),
+        ramdisk=dict(type="path"),
+        owner=dict(type="dict"),
+        virt_type=dict(type="str", default="auto"),
+    )),
 )
 
 ARGUMENT_SPEC = spec(
@@ -168,12 +206,13 @@ def main():
         module.fail_json(**clock.stamp(failure(err, prepare.STEP)))
     diffs = []
     for server in result["instances"]:
-        laid_out = server.get("disks", {})
-        for warning in laid_out.pop("warnings", []):
+        for warning in server.get("disks", {}).pop("warnings", []):
             module.warn("%s: %s" % (server["instance_uuid"], warning))
-        diff = laid_out.pop("diff", None)
-        if diff and laid_out.get("changed"):
-            diffs.append(diff)
+        for step in ("disks", "xml"):
+            done = server.get(step, {})
+            diff = done.pop("diff", None)
+            if diff and done.get("changed"):
+                diffs.append(diff)
     if module._diff:
         result["diff"] = diffs
     module.exit_json(**clock.stamp(result))

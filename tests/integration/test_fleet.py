@@ -118,12 +118,13 @@ def test_create_boot_converge_and_delete(clean_fleet, guest_images, tmp_path):
                  "Validate the request with domain_xml in check mode (no file, no domain)"):
         results = re.findall(r"^TASK \[nimbus\.compute\.server : %s\] \**\n(\w+):" % re.escape(task), build_play, re.M)
         assert results == ["skipping", "skipping"], (task, results)
-    # The server without ports was claimed and got its disks in the image play (instance_prepare, one run
-    # for its host); its build skips both steps. The one with ports does them in its build.
-    prepared = re.search(r"^TASK \[Claim and create the disks of the servers placed here, in one run\] \**\n(?:\S.*\n)+",
-                         image_play, re.M).group(0)
+    # The server without ports was claimed and got its disks and XML in the image play (instance_prepare, one
+    # run for its host); its build skips these steps. The one with ports does them in its build.
+    prepare_task = re.escape("Claim, create the disks and write the XML of the servers placed here, in one run")
+    prepared = re.search(r"^TASK \[%s\] \**\n(?:\S.*\n)+" % prepare_task, image_play, re.M).group(0)
     assert re.findall(r"^changed: \[(hv\d)\]$", prepared, re.M) == [servers["fleet-boot-2"]["host"]], prepared
-    for task in ("Claim resources on this host (under the host lock)", "Create the disks and the config drive"):
+    for task in ("Claim resources on this host (under the host lock)", "Create the disks and the config drive",
+                 "Generate the domain XML and keep a copy in libvirt.xml"):
         results = re.findall(r"^TASK \[nimbus\.compute\.server : %s\] \**\n(\w+): \[nimbus-server-(\S+?)[\] ]" % re.escape(task),
                              build_play, re.M)
         assert sorted(results) == sorted([("changed", servers["fleet-boot-1"]["uuid"]),

@@ -178,7 +178,8 @@ PREPARE = """
         total_vcpus: 4
         instances: >-
           {% set out = [] %}{% for u in uuids %}{% set _x = out.append({'instance_uuid': u, 'flavor': flavor,
-          'base_path': base_path, 'config_drive': true, 'user_data': 'secret-user-data'}) %}{% endfor %}{{ out }}
+          'base_path': base_path, 'config_drive': true, 'user_data': 'secret-user-data', 'name': 'prep',
+          'domain': {'image': {'id': 'image', 'properties': properties}}}) %}{% endfor %}{{ out }}
       register: prepared
     - name: results for the test
       ansible.builtin.copy:
@@ -198,14 +199,16 @@ def prepare_host(tmp_path):
         handle.truncate(8 << 20)
     # 1024 MiB with 512 kept for the host: two 256 MiB servers fit, the third is refused.
     return {"uuids": [str(uuidlib.uuid4()) for _unused in range(3)], "instances_path": str(instances),
-            "base_path": str(base), "out": str(tmp_path / "prepared.json"), "flavor": dict(FLAVOR, ephemeral_gb=1)}
+            "base_path": str(base), "out": str(tmp_path / "prepared.json"), "flavor": dict(FLAVOR, ephemeral_gb=1),
+            "properties": {}}
 
 
-def test_prepare_claims_in_order_and_makes_the_disks_of_those_that_fit(tmp_path, prepare_host):
+def test_prepare_claims_in_order_and_makes_the_disks_and_xml_of_those_that_fit(tmp_path, prepare_host, libvirt_up):
     instances = prepare_host["instances_path"]
     before = tree(instances)
     stdout, changed = playbook(tmp_path, PREPARE, prepare_host, "--check", "--diff")
     assert changed == 1 and stdout.count("+disk.config") == 2, "two servers would get disks"
+    assert stdout.count("+<domain type=") == 2, "and their XML"
     assert tree(instances) == before, "check mode changes nothing"
     assert "secret-user-data" not in stdout
     _unused, changed = playbook(tmp_path, PREPARE, prepare_host)
@@ -217,7 +220,13 @@ def test_prepare_claims_in_order_and_makes_the_disks_of_those_that_fit(tmp_path,
         info = json.loads(subprocess.run(["qemu-img", "info", "--output=json", disk], capture_output=True, text=True,
                                          check=True).stdout)
         assert info["backing-filename"] == prepare_host["base_path"] and info["virtual-size"] == 1 << 30
-        assert sorted(os.listdir(os.path.join(instances, uuid))) == ["disk", "disk.config", "disk.local", "instance.json"]
+        assert sorted(os.listdir(os.path.join(instances, uuid))) == ["disk", "disk.config", "disk.local", "instance.json",
+                                                                     "libvirt.xml"]
+    # The XML is domain_xml's for these disks (the host probed once for both servers).
+    xml = result["instances"][0]["xml"]
+    assert xml["path"] == os.path.join(instances, first, "libvirt.xml") and open(xml["path"]).read() == xml["xml"]
+    assert "<name>instance-%s</name>" % first in xml["xml"] and "%s/disk.config" % first in xml["xml"]
+    assert xml["virt_type"] in ("kvm", "qemu") and xml["elapsed"] >= 0
     refused = result["instances"][2]
     assert refused["failed_step"] == "instance_claim" and refused["reschedule"] is True
     assert not os.path.exists(os.path.join(instances, third)), "nothing of the refused server"
@@ -249,4 +258,18 @@ def test_prepare_releases_the_claim_when_the_disks_fail(tmp_path, prepare_host, 
         assert server["failed_step"] == "instance_disks" and "broken for the test" in server["msg"]
         assert "rollback_failed" not in server
     # Both claims were made and released again: the second one fitted only because the first was released.
+    assert [p for p in tree(instances) if not p.startswith("locks")] == before
+
+
+def test_prepare_removes_the_disks_and_claim_when_the_xml_fails(tmp_path, prepare_host, libvirt_up):
+    # A machine type this host's QEMU does not have: found by the host probe, after the claim and the disks.
+    prepare_host["properties"] = {"hw_machine_type": "pc-nimbus-none"}
+    instances = prepare_host["instances_path"]
+    before = tree(instances)
+    _unused, changed = playbook(tmp_path, PREPARE, prepare_host)
+    result = json.loads(open(prepare_host["out"]).read())
+    assert changed == 0 and len(result["failed_instances"]) == 3
+    for server in result["instances"][:2]:
+        assert server["failed_step"] == "domain_xml" and "pc-nimbus-none" in server["msg"], server
+        assert "rollback_failed" not in server
     assert [p for p in tree(instances) if not p.startswith("locks")] == before

@@ -595,27 +595,60 @@ REQUEST_FIELDS = ("instance_uuid", "instances_path", "flavor", "name", "image", 
 
 def write_domain_xml(params, check_mode=False):
     """The ``domain_xml`` step: validate, probe the host, build, validate, write libvirt.xml if it changed."""
+    return write_checked(check_params(params), check_mode=check_mode)
+
+
+@dataclasses.dataclass
+class CheckedDomain:
+    """A validated request, its libvirt URI and why its virt_type was chosen; nothing probed or written yet."""
+
+    req: DomainRequest
+    uri: str
+    virt_type_reason: str
+    validate: bool = True  # with virt-xml-validate, when installed
+
+    def probe_key(self):
+        """Requests with the same key get the same host probe (instance_prepare probes once per key)."""
+        return self.req.virt_type, self.req.properties.get("hw_machine_type"), self.uri
+
+
+def check_params(params):
+    """The module's options checked (raises ValidationError); nothing on the host is asked or changed."""
     virt_type, reason = detect_virt_type(params.get("virt_type") or "auto")
     req = validate_request(DomainRequest(virt_type=virt_type, **{k: params.get(k) for k in REQUEST_FIELDS if k in params}))
     uri = validate_libvirt_uri(given(params, "libvirt_uri", LIBVIRT_URI_DEFAULT), STEP)
+    return CheckedDomain(req, uri, reason, validate=bool(params.get("validate", True)))
+
+
+def probe_for(checked, check_mode=False):
+    """The host probe for a checked request (a libvirt connection and an O_DIRECT test in its disks' dir)."""
+    req = checked.req
+    probe_dir = os.path.dirname(req.disks[0]["path"]) if req.disks else req.instance_dir
+    if check_mode and not os.path.isdir(probe_dir):
+        # The O_DIRECT probe writes a file; check mode does not create anything outside a dir we own (a
+        # request checked before the server exists would probe the instances_path or its parents).
+        probe_dir = None
+    with Connection(checked.uri, step=STEP) as conn:
+        return probe_host(conn, req.virt_type, machine=req.properties.get("hw_machine_type"), disk_dir=probe_dir)
+
+
+def write_checked(checked, check_mode=False, host=None):
+    """Probe the host (unless ``host`` is given), build, validate, write libvirt.xml if it changed."""
+    req = checked.req
+    virt_type, reason = req.virt_type, checked.virt_type_reason
     instances_path = req.instances_path
     path = os.path.join(req.instance_dir, "libvirt.xml")
     exists = os.path.isdir(req.instance_dir)
     if not exists and not check_mode:
         # Before the host probe, whose O_DIRECT test file would otherwise land in a parent directory.
         raise DomainError("instance directory %s does not exist (run instance_claim first)" % req.instance_dir, step=STEP)
-    probe_dir = os.path.dirname(req.disks[0]["path"]) if req.disks else req.instance_dir
-    if check_mode and not os.path.isdir(probe_dir):
-        # The O_DIRECT probe writes a file; check mode does not create anything outside a dir we own (a
-        # request checked before the server exists would probe the instances_path or its parents).
-        probe_dir = None
-    with Connection(uri, step=STEP) as conn:
-        host = probe_host(conn, virt_type, machine=req.properties.get("hw_machine_type"), disk_dir=probe_dir)
+    if host is None:
+        host = probe_for(checked, check_mode)
     if exists:
         paths.require_inside(path, instances_path, step=STEP)
     old = read_bytes(path) if exists else None
     xml = generate(req, host, attached_volume_disks(req, old))
-    validated = validate_xml(xml) if params.get("validate", True) else False
+    validated = validate_xml(xml) if checked.validate else False
     changed = old != xml
     if changed and not check_mode:
         write_atomic(path, xml, mode=0o600)

@@ -1,13 +1,15 @@
 # Copyright: nimbus.compute contributors
 # Apache License 2.0 (see LICENSE)
-"""Claim and lay out the disks of several servers on one host in one module run.
+"""Claim, lay out the disks and write the domain XML of several servers on one host in one module run.
 
 nova-compute builds all of a host's instances in one service process. Ansible starts one process per
 module task instead, about 0.5 CPU-s each on the lab machines, so create_server.yml claims and lays out
-the disks of all the servers placed on a hypervisor in one run, and their builds start from these
-results. Each server gets exactly what instance_claim and instance_disks would give it (the same
-functions), in the order given, so each claim counts the ones before it. A server whose claim is
-refused or whose disks fail keeps nothing on the host and is reported; the others go on.
+the disks (and, when asked, writes the domain XML) of all the servers placed on a hypervisor in one
+run, and their builds start from these results. Each server gets exactly what instance_claim,
+instance_disks and domain_xml would give it (the same functions), in the order given, so each claim
+counts the ones before it; the host is probed for the XML once per virt type and machine type. A
+server whose claim is refused or whose disks or XML fail keeps nothing on the host and is reported;
+the others go on.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, ValidationError, failure
+from ansible_collections.nimbus.compute.plugins.module_utils._domain import xml_builder
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim, disks
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.flavor import validate_flavor
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.owner import qemu_owner
@@ -26,14 +29,19 @@ DISK_OPTIONS = {"config_drive": "config_drive_enabled", "name": "name", "meta_da
                 "user_data": "user_data", "network_data": "network_data", "ephemeral_format": "ephemeral_format"}
 
 
+# The domain_xml options a server's ``domain`` may carry (the rest comes from the server and the host).
+DOMAIN_OPTIONS = ("image", "kernel", "ramdisk", "owner", "virt_type")
+
+
 @dataclass
 class PreparedServer:
     instance_uuid: str
     flavor: dict
     disks: disks.DisksRequest
+    domain: xml_builder.CheckedDomain | None = None
 
 
-def check(instances, instances_path):
+def check(instances, instances_path, libvirt_uri="qemu:///system"):
     """Every server checked and its disks planned before anything changes; a bad one fails them all."""
     if not isinstance(instances, list):
         raise ValidationError("instances must be a list of servers", step=STEP)
@@ -47,19 +55,33 @@ def check(instances, instances_path):
             options = {DISK_OPTIONS[k]: v for k, v in server.items() if k in DISK_OPTIONS and v is not None}
             planned = disks.plan_request(server.get("instance_uuid"), instances_path, flavor, server.get("base_path"),
                                          **options)
+            domain = _check_domain(server, planned, instances_path, libvirt_uri)
         except ValidationError as exc:
             raise ValidationError("%s: %s" % (what, exc.msg), step=exc.step) from None
         if planned.instance_uuid in seen:
             raise ValidationError("%s: the same server is listed twice" % what, step=STEP)
         seen.add(planned.instance_uuid)
-        checked.append(PreparedServer(planned.instance_uuid, flavor, planned))
+        checked.append(PreparedServer(planned.instance_uuid, flavor, planned, domain))
     return checked
+
+
+def _check_domain(server, planned, instances_path, libvirt_uri):
+    """The server's domain_xml request checked, or None when it asks for no XML (no ``domain``)."""
+    domain = server.get("domain")
+    if domain is None:
+        return None
+    if not isinstance(domain, dict):
+        raise ValidationError("domain must be a dict of %s" % ", ".join(DOMAIN_OPTIONS), step=xml_builder.STEP)
+    params = {k: v for k, v in domain.items() if k in DOMAIN_OPTIONS and v is not None}
+    params.update(instance_uuid=planned.instance_uuid, instances_path=instances_path, flavor=server.get("flavor"),
+                  name=server.get("name"), disks=[d.contract() for d in planned.disks], libvirt_uri=libvirt_uri)
+    return xml_builder.check_params(params)
 
 
 def prepare(instances, instances_path, *, libvirt_uri="qemu:///system", ratios=None, reserved=None, totals=None,
             check_mode=False, owner=None):
     """The module result: ``instances`` holds one result per server, in the order given."""
-    servers = check(instances, instances_path)
+    servers = check(instances, instances_path, libvirt_uri)
     ratios, reserved, totals = claim.capacity_rules(libvirt_uri, ratios, reserved, totals)
     # Read once for all the servers: the totals do not change between claims, the used amounts do.
     host = claim.host_totals(instances_path, libvirt_uri, totals.get("memory_mb"), totals.get("disk_gb"),
@@ -67,7 +89,8 @@ def prepare(instances, instances_path, *, libvirt_uri="qemu:///system", ratios=N
     owner = None if check_mode else (owner or qemu_owner())
     # In check mode nothing is recorded, so each claim counts the ones before it from here instead.
     pending = {} if check_mode else None
-    results = [_prepare_one(server, instances_path, host, ratios, reserved, check_mode, owner, pending)
+    probes = {}  # the host probe for the XML, once per probe_key
+    results = [_prepare_one(server, instances_path, host, ratios, reserved, check_mode, owner, pending, probes)
                for server in servers]
     return {
         "changed": any(r["changed"] for r in results),
@@ -76,7 +99,7 @@ def prepare(instances, instances_path, *, libvirt_uri="qemu:///system", ratios=N
     }
 
 
-def _prepare_one(server, instances_path, host, ratios, reserved, check_mode, owner, pending):
+def _prepare_one(server, instances_path, host, ratios, reserved, check_mode, owner, pending, probes):
     uuid = server.instance_uuid
     clock = StepClock()
     try:
@@ -92,19 +115,50 @@ def _prepare_one(server, instances_path, host, ratios, reserved, check_mode, own
     try:
         laid_out = disks.ensure_planned(server.disks, check_mode=check_mode, owner=owner)
     except (NimbusError, OSError) as err:
-        result = _failed(uuid, clock.stamp(failure(err, disks.STEP)))
-        if pending is not None:
-            pending.pop(uuid, None)
+        failed = _failed(uuid, clock.stamp(failure(err, disks.STEP)))
         # ensure_planned removed the files it made; the claim made here goes too, so nothing is left.
-        if claimed["created"] and not check_mode:
-            try:
-                claim.release(uuid, instances_path)
-            except (NimbusError, OSError) as exc:
-                result["rollback_failed"] = [failure(exc, claim.STEP)["msg"]]
-        return result
+        _undo(server, instances_path, claimed, [], check_mode, pending, failed)
+        return failed
     clock.stamp(laid_out)
-    return {"instance_uuid": uuid, "failed": False, "changed": claimed["changed"] or laid_out["changed"],
-            "claim": claimed, "disks": laid_out}
+    result = {"instance_uuid": uuid, "failed": False, "changed": claimed["changed"] or laid_out["changed"],
+              "claim": claimed, "disks": laid_out}
+    if server.domain is None:
+        return result
+    clock = StepClock()
+    try:
+        key = server.domain.probe_key()
+        if key not in probes:
+            probes[key] = xml_builder.probe_for(server.domain, check_mode)
+        written = xml_builder.write_checked(server.domain, check_mode=check_mode, host=probes[key])
+    except (NimbusError, OSError) as err:
+        failed = _failed(uuid, clock.stamp(failure(err, xml_builder.STEP)))
+        _undo(server, instances_path, claimed, laid_out["created"], check_mode, pending, failed)
+        return failed
+    result["xml"] = clock.stamp(written)
+    result["changed"] = result["changed"] or written["changed"]
+    return result
+
+
+def _undo(server, instances_path, claimed, created_files, check_mode, pending, failed):
+    """Remove the disk files and the claim this run made for a server that failed after its claim."""
+    uuid = server.instance_uuid
+    if pending is not None:
+        pending.pop(uuid, None)
+    if check_mode:
+        return
+    problems = []
+    if created_files:
+        try:
+            disks.remove(uuid, instances_path, files=created_files)
+        except (NimbusError, OSError) as exc:
+            problems.append(failure(exc, disks.STEP)["msg"])
+    if claimed["created"]:  # a claim that was already there belongs to an older server: it stays
+        try:
+            claim.release(uuid, instances_path)
+        except (NimbusError, OSError) as exc:
+            problems.append(failure(exc, claim.STEP)["msg"])
+    if problems:
+        failed["rollback_failed"] = problems
 
 
 def _failed(uuid, failed):

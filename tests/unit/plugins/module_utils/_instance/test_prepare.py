@@ -66,3 +66,24 @@ def test_bad_capacity_rules_fail_before_any_change(host):
     with pytest.raises(ValidationError, match="allocation ratio"):
         prepare.prepare(servers(base, 1), str(root), totals=TOTALS, ratios={"memory_mb": 0})
     assert sorted(os.listdir(root)) == ["_base"]
+
+
+def test_a_bad_xml_request_fails_them_all_before_any_change(host):
+    root, base = host
+    listed = servers(base, 2, domain={"image": {"id": "img", "properties": {}}})
+    listed[1]["domain"] = {"image": {"id": "img", "properties": {"hw_disk_bus": "floppy"}}}
+    with pytest.raises(ValidationError) as info:
+        prepare.prepare(listed, str(root), totals=TOTALS)
+    assert info.value.step == "domain_xml" and "instances[1] (%s): " % UUIDS[1] in info.value.msg
+    assert "hw_disk_bus" in info.value.msg
+    assert sorted(os.listdir(root)) == ["_base"]
+
+
+def test_the_xml_request_gets_the_servers_flavor_name_and_disks(host):
+    root, base = host
+    [checked] = prepare.check(servers(base, 1, name="web-1", domain={"image": {"id": "img"}, "virt_type": "qemu"}),
+                              str(root))
+    req = checked.domain.req
+    assert (req.name, req.flavor["memory_mb"], req.virt_type) == ("web-1", 256, "qemu")
+    assert [d["name"] for d in req.disks] == ["disk"] and req.interfaces == []
+    assert [d["path"] for d in req.disks] == [os.path.join(str(root), UUIDS[0], "disk")]
