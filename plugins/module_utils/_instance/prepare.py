@@ -83,6 +83,8 @@ def prepare(instances, instances_path, *, libvirt_uri="qemu:///system", ratios=N
     """The module result: ``instances`` holds one result per server, in the order given."""
     servers = check(instances, instances_path, libvirt_uri)
     ratios, reserved, totals = claim.capacity_rules(libvirt_uri, ratios, reserved, totals)
+    if not servers:
+        return {"changed": False, "instances": [], "failed_instances": []}  # libvirt is not even asked
     # Read once for all the servers: the totals do not change between claims, the used amounts do.
     host = claim.host_totals(instances_path, libvirt_uri, totals.get("memory_mb"), totals.get("disk_gb"),
                              totals.get("vcpus"))

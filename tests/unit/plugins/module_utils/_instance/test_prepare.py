@@ -87,3 +87,12 @@ def test_the_xml_request_gets_the_servers_flavor_name_and_disks(host):
     assert (req.name, req.flavor["memory_mb"], req.virt_type) == ("web-1", 256, "qemu")
     assert [d["name"] for d in req.disks] == ["disk"] and req.interfaces == []
     assert [d["path"] for d in req.disks] == [os.path.join(str(root), UUIDS[0], "disk")]
+
+
+def test_no_servers_changes_nothing_and_asks_no_libvirt(host):
+    root, _unused = host
+    # No totals given and an URI nothing answers: reading the host's totals would fail.
+    result = prepare.prepare([], str(root), libvirt_uri="qemu+unix:///system?socket=/nonexistent/sock")
+    assert result == {"changed": False, "instances": [], "failed_instances": []}
+    with pytest.raises(ValidationError, match="allocation ratio"):
+        prepare.prepare([], str(root), ratios={"vcpus": -1})
