@@ -189,13 +189,8 @@ ARGUMENT_SPEC = spec(
     state=dict(type="str", choices=["present", "absent"], default="present"),
     flavor=dict(type="dict"),
     base_path=dict(type="path"),
-    config_drive=dict(type="bool", default=False),
-    name=dict(type="str"),
-    meta_data=dict(type="dict"),
-    user_data=dict(type="str", no_log=True),  # may carry secrets (passwords, keys): never echoed
-    network_data=dict(type="dict"),
-    ephemeral_format=dict(type="str"),
     files=dict(type="list", elements="str"),
+    **disks.CONTENT_ARGS,
 )
 
 

@@ -97,8 +97,8 @@ options:
             type: str
             default: auto
 notes:
-  - Supports check mode (reports what each server's claim and disks would be, changes nothing) and diff mode
-    (the files of each server whose disks change).
+  - Supports check mode (reports what each server's claim, disks and XML would be, changes nothing) and diff mode
+    (the files and the XML of each server whose disks or XML change).
 attributes:
   check_mode:
     support: full
@@ -166,18 +166,13 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import CONNECTION_ARGS, INSTANCES_PATH_ARGS, spec
 from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
-from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim, prepare
+from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim, disks, prepare
 
 SERVER_OPTIONS = dict(
+    disks.CONTENT_ARGS,
     instance_uuid=dict(type="str", required=True),
     flavor=dict(type="dict", required=True),
     base_path=dict(type="path", required=True),
-    config_drive=dict(type="bool", default=False),
-    name=dict(type="str"),
-    meta_data=dict(type="dict"),
-    user_data=dict(type="str", no_log=True),  # may carry secrets (passwords, keys): never echoed
-    network_data=dict(type="dict"),
-    ephemeral_format=dict(type="str"),
     domain=dict(type="dict", options=dict(
         image=dict(type="dict", required=True),
         kernel=dict(type="path"),

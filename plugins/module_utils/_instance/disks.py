@@ -36,6 +36,17 @@ SECTOR = 512
 EPHEMERAL_FORMATS = ("btrfs", "ext2", "ext3", "ext4", "msdos", "ntfs", "vfat", "xfs")
 
 
+# The config drive and ephemeral disk options of instance_disks, and of each server of instance_prepare.
+CONTENT_ARGS = dict(
+    config_drive=dict(type="bool", default=False),
+    name=dict(type="str"),
+    meta_data=dict(type="dict"),
+    user_data=dict(type="str", no_log=True),  # may carry secrets (passwords, keys): never echoed
+    network_data=dict(type="dict"),
+    ephemeral_format=dict(type="str"),
+)
+
+
 @dataclass
 class PlannedDisk:
     name: str
