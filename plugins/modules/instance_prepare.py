@@ -23,8 +23,12 @@ description:
   - A server whose claim is refused or whose disks or XML cannot be made is reported in its entry of RV(instances)
     with C(failed=true), C(failed_step) and C(reschedule), and keeps nothing on the host (its disks and claim
     are removed again). The other servers go on; the module itself does not fail for them.
-  - Removing a server is M(nimbus.compute.instance_disks) and M(nimbus.compute.instance_claim) with
-    C(state=absent), as for a server built step by step.
+  - With O(domain_state), it then also does what M(nimbus.compute.domain) does for each server prepared here (it defines
+    the domain from its XML and brings it to that state). The servers start in parallel (up to 8 at once), as a start
+    mostly waits for QEMU. A server whose domain step fails keeps nothing on the host either (its domain, disks and
+    claim are removed again) and is reported with C(failed_step=domain).
+  - Removing a server is M(nimbus.compute.domain), M(nimbus.compute.instance_disks) and M(nimbus.compute.instance_claim)
+    with C(state=absent), as for a server built step by step.
 extends_documentation_fragment:
   - ansible.builtin.action_common_attributes
   - nimbus.compute.connection
@@ -96,9 +100,20 @@ options:
             description: V(kvm), V(qemu), or V(auto) to probe the host.
             type: str
             default: auto
+  domain_state:
+    description:
+      - After the XML, define each prepared server's domain and bring it to this state, as
+        M(nimbus.compute.domain) O(nimbus.compute.domain#module:state) does. Every server needs O(instances[].domain).
+      - Not given, the domains are left to the caller (M(nimbus.compute.domain)).
+    type: str
+    choices: [defined, running, paused, shutdown]
+  start_timeout:
+    description: Seconds to wait for each domain to reach O(domain_state) after its start.
+    type: int
+    default: 60
 notes:
-  - Supports check mode (reports what each server's claim, disks and XML would be, changes nothing) and diff mode
-    (the files and the XML of each server whose disks or XML change).
+  - Supports check mode (reports what each server's claim, disks, XML and domain would be, changes nothing) and diff
+    mode (the files, the XML and the domain definition of each server whose disks, XML or domain change).
 attributes:
   check_mode:
     support: full
@@ -137,10 +152,11 @@ instances:
   description:
     - One entry per server, in the order given, with C(instance_uuid), C(failed) and C(changed).
     - When it worked, C(claim), C(disks) and (with O(instances[].domain)) C(xml) hold what M(nimbus.compute.instance_claim),
-      M(nimbus.compute.instance_disks) and M(nimbus.compute.domain_xml) return for the server (each with its own C(elapsed)).
-    - When it failed, C(msg), C(failed_step) (V(instance_claim), V(instance_disks) or V(domain_xml)), C(reschedule) (true
-      when another host may take the server), C(elapsed), C(resources) for a refused claim, and C(rollback_failed)
-      when what was made for it could not be removed again.
+      M(nimbus.compute.instance_disks) and M(nimbus.compute.domain_xml) return for the server (each with its own C(elapsed)),
+      and with O(domain_state) C(domain) what M(nimbus.compute.domain) returns.
+    - When it failed, C(msg), C(failed_step) (V(instance_claim), V(instance_disks), V(domain_xml) or V(domain)),
+      C(reschedule) (true when another host may take the server), C(elapsed), C(resources) for a refused claim,
+      and C(rollback_failed) when what was made for it could not be removed again.
   returned: always
   type: list
   elements: dict
@@ -187,6 +203,8 @@ ARGUMENT_SPEC = spec(
     INSTANCES_PATH_ARGS,
     claim.CAPACITY_ARGS,
     instances=dict(type="list", elements="dict", required=True, options=SERVER_OPTIONS),
+    domain_state=dict(type="str", choices=list(prepare.DOMAIN_STATES)),
+    start_timeout=dict(type="int", default=60),
 )
 
 
@@ -196,14 +214,16 @@ def main():
     p = module.params
     try:
         result = prepare.prepare(p["instances"], p["instances_path"], libvirt_uri=p["libvirt_uri"],
-                                 **claim.capacity_from_params(p), check_mode=module.check_mode)
+                                 **claim.capacity_from_params(p), check_mode=module.check_mode,
+                                 domain_state=p["domain_state"], start_timeout=p["start_timeout"])
     except (NimbusError, OSError) as err:
         module.fail_json(**clock.stamp(failure(err, prepare.STEP)))
     diffs = []
     for server in result["instances"]:
-        for warning in server.get("disks", {}).pop("warnings", []):
-            module.warn("%s: %s" % (server["instance_uuid"], warning))
-        for step in ("disks", "xml"):
+        for step in ("disks", "domain"):
+            for warning in server.get(step, {}).pop("warnings", []):
+                module.warn("%s: %s" % (server["instance_uuid"], warning))
+        for step in ("disks", "xml", "domain"):
             done = server.get(step, {})
             diff = done.pop("diff", None)
             if diff and done.get("changed"):

@@ -117,6 +117,7 @@ DELETE = """
 - hosts: localhost
   gather_facts: false
   tasks:
+    - nimbus.compute.domain: {uuid: "{{ uuid }}", instances_path: "{{ instances_path }}", state: absent}
     - nimbus.compute.instance_disks: {instance_uuid: "{{ uuid }}", instances_path: "{{ instances_path }}", state: absent}
     - nimbus.compute.instance_claim: {instance_uuid: "{{ uuid }}", instances_path: "{{ instances_path }}", state: absent}
 """
@@ -176,10 +177,13 @@ PREPARE = """
         total_memory_mb: 1024
         total_disk_gb: 100
         total_vcpus: 4
+        domain_state: "{{ domain_state | default(omit) }}"
+        start_timeout: 30
         instances: >-
           {% set out = [] %}{% for u in uuids %}{% set _x = out.append({'instance_uuid': u, 'flavor': flavor,
           'base_path': base_path, 'config_drive': true, 'user_data': 'secret-user-data', 'name': 'prep',
-          'domain': {'image': {'id': 'image', 'properties': properties}}}) %}{% endfor %}{{ out }}
+          'domain': {'image': {'id': 'image', 'properties': properties}, 'kernel': kernel | default(none)}})
+          %}{% endfor %}{{ out }}
       register: prepared
     - name: results for the test
       ansible.builtin.copy:
@@ -264,12 +268,72 @@ def test_prepare_releases_the_claim_when_the_disks_fail(tmp_path, prepare_host, 
 def test_prepare_removes_the_disks_and_claim_when_the_xml_fails(tmp_path, prepare_host, libvirt_up):
     # A machine type this host's QEMU does not have: found by the host probe, after the claim and the disks.
     prepare_host["properties"] = {"hw_machine_type": "pc-nimbus-none"}
-    instances = prepare_host["instances_path"]
+    fails_in_step_and_leaves_nothing(tmp_path, prepare_host, "domain_xml", "pc-nimbus-none")
+
+
+def fails_in_step_and_leaves_nothing(tmp_path, host, step, words):
+    """The prepare play where the two servers that fit fail in ``step``: nothing of any server stays."""
+    instances = host["instances_path"]
     before = tree(instances)
-    _unused, changed = playbook(tmp_path, PREPARE, prepare_host)
-    result = json.loads(open(prepare_host["out"]).read())
+    _unused, changed = playbook(tmp_path, PREPARE, host)
+    result = json.loads(open(host["out"]).read())
     assert changed == 0 and len(result["failed_instances"]) == 3
     for server in result["instances"][:2]:
-        assert server["failed_step"] == "domain_xml" and "pc-nimbus-none" in server["msg"], server
+        assert server["failed_step"] == step and words in server["msg"], server
         assert "rollback_failed" not in server
     assert [p for p in tree(instances) if not p.startswith("locks")] == before
+
+
+def domain_state(uuid):
+    proc = subprocess.run(["virsh", "-c", URI, "domstate", "instance-%s" % uuid], capture_output=True, text=True,
+                          check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else "absent"
+
+
+@pytest.fixture
+def started(prepare_host):
+    """Servers this test may start on the lab's libvirt, removed whatever the test does. Their files are
+    under /var/tmp: QEMU runs as another user and cannot enter pytest's private tmp dir."""
+    top = "/var/tmp/nimbus-test-prepare-%s" % uuidlib.uuid4().hex[:8]
+    instances = os.path.join(top, "instances")
+    shutil.copytree(prepare_host["instances_path"], instances)
+    os.chmod(top, 0o755)
+    prepare_host.update(instances_path=instances, base_path=os.path.join(instances, "_base", "image"))
+    yield prepare_host
+    for uuid in prepare_host["uuids"]:
+        for command in ("destroy", "undefine"):
+            subprocess.run(["virsh", "-c", URI, command, "instance-%s" % uuid], capture_output=True, check=False)
+    shutil.rmtree(top, ignore_errors=True)
+
+
+def test_prepare_defines_and_starts_the_domains_too(tmp_path, started, libvirt_up):
+    started["domain_state"] = "running"
+    instances = started["instances_path"]
+    first, second, third = started["uuids"]
+    before = tree(instances)
+    stdout, changed = playbook(tmp_path, PREPARE, started, "--check", "--diff")
+    assert changed == 1 and tree(instances) == before, "check mode changes nothing"
+    # Each of the two servers that fit: its libvirt.xml and the domain definition it would get.
+    assert stdout.count("+<domain type=") == 4, stdout
+    assert {domain_state(u) for u in started["uuids"]} == {"absent"}
+    _unused, changed = playbook(tmp_path, PREPARE, started)
+    result = json.loads(open(started["out"]).read())
+    assert changed == 1 and result["failed_instances"] == [third]
+    for entry, uuid in zip(result["instances"][:2], (first, second), strict=True):
+        assert entry["domain"]["state"] == "running" and entry["domain"]["defined"], entry["domain"]
+        assert entry["domain"]["elapsed"] > 0
+        assert domain_state(uuid) == "running"
+    assert domain_state(third) == "absent" and not os.path.exists(os.path.join(instances, third))
+    _unused, changed = playbook(tmp_path, PREPARE, started)
+    assert changed == 0, "second run changes nothing"
+    for uuid in (first, second):
+        playbook(tmp_path, DELETE, dict(started, uuid=uuid))
+        assert domain_state(uuid) == "absent"
+    assert [p for p in tree(instances) if not p.startswith("locks")] == before
+
+
+def test_prepare_removes_domain_disks_and_claim_when_a_start_fails(tmp_path, started, libvirt_up):
+    # A kernel that is not there: the XML and the definition are fine, QEMU's start is not.
+    started.update(domain_state="running", kernel=os.path.join(started["instances_path"], "_base", "no-such-kernel"))
+    fails_in_step_and_leaves_nothing(tmp_path, started, "domain", "no-such-kernel")
+    assert {domain_state(u) for u in started["uuids"]} == {"absent"}

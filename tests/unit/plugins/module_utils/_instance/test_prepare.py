@@ -8,6 +8,7 @@ import os
 import pytest
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
+from ansible_collections.nimbus.compute.plugins.module_utils._domain import xml_builder
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import prepare
 
 FLAVOR = {"name": "m1", "vcpus": 1, "memory_mb": 256, "root_gb": 1, "ephemeral_gb": 0, "swap": 0}
@@ -96,3 +97,41 @@ def test_no_servers_changes_nothing_and_asks_no_libvirt(host):
     assert result == {"changed": False, "instances": [], "failed_instances": []}
     with pytest.raises(ValidationError, match="allocation ratio"):
         prepare.prepare([], str(root), ratios={"vcpus": -1})
+
+
+@pytest.mark.parametrize(
+    "options, words",
+    [
+        ({"domain_state": "rebooted"}, "domain_state 'rebooted' is not one of"),
+        ({"domain_state": "running", "start_timeout": 0}, "start_timeout"),
+    ],
+)
+def test_bad_domain_options_fail_before_any_change(host, options, words):
+    root, base = host
+    with pytest.raises(ValidationError, match=words):
+        prepare.prepare(servers(base, 1, domain={"image": {"id": "img"}}), str(root), totals=TOTALS, **options)
+    assert sorted(os.listdir(root)) == ["_base"]
+
+
+def test_a_domain_state_needs_every_servers_xml(host):
+    root, base = host
+    listed = servers(base, 2, domain={"image": {"id": "img"}})
+    del listed[1]["domain"]
+    with pytest.raises(ValidationError) as info:
+        prepare.prepare(listed, str(root), totals=TOTALS, domain_state="running")
+    assert "instances[1] (%s): domain_state running needs the server's domain" % UUIDS[1] in info.value.msg
+    assert sorted(os.listdir(root)) == ["_base"]
+
+
+def test_check_mode_reports_each_domain_it_would_define_and_start(host, monkeypatch):
+    root, base = host
+    # libvirt's test driver has no domain capabilities to probe; the domain steps ask it for real.
+    monkeypatch.setattr(xml_builder, "probe_for", lambda checked, check_mode: xml_builder.HostInfo(machine="pc-i440fx-7.2"))
+    result = prepare.prepare(servers(base, 3, domain={"image": {"id": "img"}, "virt_type": "qemu"}), str(root),
+                             libvirt_uri="test:///default", totals=TOTALS, check_mode=True, domain_state="running")
+    first, second, third = result["instances"]
+    for entry in (first, second):
+        assert entry["domain"]["actions"] == ["define", "start"] and entry["domain"]["state"] == "running", entry
+        assert entry["domain"]["diff"]["before"] == "" and "<domain" in entry["domain"]["diff"]["after"]
+    assert third["failed_step"] == "instance_claim" and "domain" not in third
+    assert sorted(os.listdir(root)) == ["_base"], "check mode changes nothing"
