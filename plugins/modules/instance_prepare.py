@@ -15,9 +15,10 @@ description:
     M(nimbus.compute.instance_disks) and, for a server with O(instances[].domain), M(nimbus.compute.domain_xml)
     do for one server, with the same code, so each claim counts the claims made before it. The host is
     probed for the XML once per virt type and machine type, not once per server.
-  - One module run for all the servers a play places on a hypervisor, instead of two per server, as Ansible
-    starts a Python process for every module task. C(create_server.yml) uses it before the builds, and
-    the M(nimbus.compute.server) role starts from each server's entry of RV(instances) (its C(server_prepared)).
+  - One module run for all the servers a play places on a hypervisor, instead of several per server, as Ansible
+    starts a Python process for every module task. C(create_server.yml) builds the servers without ports or
+    volumes with it (and O(domain_state)); the M(nimbus.compute.server) role builds the others, and any server
+    that failed here.
   - Every server is checked (UUID, flavor, base image, config drive content, the XML request) before anything
     changes; one bad server fails the run and nothing is claimed or created.
   - A server whose claim is refused or whose disks or XML cannot be made is reported in its entry of RV(instances)
