@@ -28,6 +28,8 @@ description:
   - O(state=absent) removes the tables, the taps this collection created and, when no port uses them any more,
     the bridges and VLAN subinterfaces it created (recorded in C(<instances_path>/network.json) and tagged with
     the link alias C(nimbus.compute)); never a link it did not create.
+  - A bridge (or other link) it was about to create that something else sharing the kernel made in the meantime
+    (a build for another O(instances_path) on the same machine) is used as it is and left to its maker.
 extends_documentation_fragment:
   - nimbus.compute.connection.instances_path
 options:

@@ -14,8 +14,10 @@ import uuid
 import pytest
 from labtools import unavailable
 
+from ansible_collections.nimbus.compute.plugins.module_utils._network import instance
 from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import UnsupportedError
 from ansible_collections.nimbus.compute.plugins.module_utils._network.instance import ensure_absent, ensure_present
+from ansible_collections.nimbus.compute.plugins.module_utils._network.links import Links, Registry
 from ansible_collections.nimbus.compute.plugins.module_utils._network.validation import parse_request
 
 pytestmark = [
@@ -217,6 +219,33 @@ def test_bridge_not_created_by_us_is_never_removed(netlab):
     assert ensure_present(req, netlab.instances_path, netns=netlab.host)["created_links"] == []
     ensure_absent(req.instance_uuid, netlab.instances_path, netns=netlab.host)
     assert "br-mine" in sh("ip", "-n", netlab.host, "link", "show").stdout
+
+
+def test_a_bridge_another_hypervisor_on_the_kernel_makes_meanwhile_is_used_and_left_to_it(netlab, monkeypatch):
+    """Two instances_paths on one kernel (the fleet lab's hypervisors): B's build makes the bridge between A's
+    plan and A's ``ip link add``. The real ``ip`` answers "File exists"; A plans again and uses B's bridge."""
+    a_path, b_path = os.path.join(netlab.instances_path, "a"), os.path.join(netlab.instances_path, "b")
+    a_req, b_req = request(str(uuid.uuid4()), "10.77.0.60", ["web"]), request(str(uuid.uuid4()), "10.77.0.61", ["web"])
+    raced = {}
+
+    class RacingLinks(Links):
+        def run(self, args, check=True):
+            if not raced and [str(a) for a in args][:2] == ["link", "add"]:
+                raced["b"] = None  # B's own links are not raced
+                raced["b"] = ensure_present(b_req, b_path, netns=netlab.host)
+            return super().run(args, check=check)
+
+    monkeypatch.setattr(instance, "Links", RacingLinks)
+    a_result = ensure_present(a_req, a_path, netns=netlab.host)
+    assert raced["b"]["created_links"] == ["brqprivate"]
+    assert a_result["created_links"] == [] and a_result["changed"] is True
+    assert [c[-4:] for c in a_result["commands"] if c[-4:] == ["name", "brqprivate", "type", "bridge"]] == [
+        ["name", "brqprivate", "type", "bridge"]], "planned once, then used as it was"
+    assert "brqprivate" not in Registry(a_path).data["links"] and "brqprivate" in Registry(b_path).data["links"]
+
+    assert ensure_absent(a_req.instance_uuid, a_path, netns=netlab.host)["removed_links"] == []
+    assert "brqprivate" in sh("ip", "-n", netlab.host, "link", "show").stdout, "A leaves B's bridge"
+    assert ensure_absent(b_req.instance_uuid, b_path, netns=netlab.host)["removed_links"] == ["brqprivate"]
 
 
 def test_without_bridge_netfilter_nothing_changes(netlab):

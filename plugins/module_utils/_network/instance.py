@@ -8,7 +8,7 @@ from __future__ import annotations
 import contextlib
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.paths import validate_instances_path
-from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import STEP
+from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import STEP, LinkTakenError
 from ansible_collections.nimbus.compute.plugins.module_utils._network.links import (
     Links,
     Registry,
@@ -23,6 +23,8 @@ from ansible_collections.nimbus.compute.plugins.module_utils._network.nft import
 
 VIF_TYPES = ("bridge", "ethernet")
 SCOPES = ("all", "links", "firewall")
+# Plans made again when a link to create appeared meanwhile: each new plan sees the links there now.
+LINK_PLAN_ATTEMPTS = 3
 
 
 def domain_interfaces(request, vif_type="bridge"):
@@ -73,22 +75,7 @@ def ensure_present(request, instances_path, *, netns=None, vif_type="bridge", sc
             firewall.preflight()
     with _locked(registry, check_mode):
         if scope in ("all", "links"):
-            vlan_plan, plan, created, uplinks = [], [], [], {}
-            for net in {p.network.bridge: p.network for p in request.ports}.values():
-                first, rest = plan_network(links, net, created)
-                vlan_plan += first
-                plan += rest
-                uplinks[net.bridge] = net.vlan_interface or net.physical_interface
-            if vif_type == "ethernet":
-                for port in request.ports:
-                    plan += plan_tap(links, port, created)
-            result["commands"] = [["ip", *links.argv(a)] for a in vlan_plan + plan]
-            result["created_links"] = created
-            if not check_mode:
-                links.apply(vlan_plan + plan, done=_recorder(registry, request, uplinks))
-                registry.record(request.instance_uuid, request.ports, created, uplinks)
-                registry.save()
-            result["changed"] = bool(vlan_plan or plan)
+            result.update(_plug_links(links, registry, request, vif_type, check_mode))
         if scope in ("all", "firewall"):
             changed, digest, seconds = firewall.ensure(request, check_mode=check_mode)
             result["firewall"] = {"changed": changed, "digest": digest, "seconds": round(seconds, 4)}
@@ -97,13 +84,53 @@ def ensure_present(request, instances_path, *, netns=None, vif_type="bridge", sc
     return result
 
 
-def _recorder(registry, request, uplinks):
+def _plan_links(links, request, vif_type):
+    """(plan, created, uplinks): the ``ip`` commands for the request's bridges, uplinks and taps."""
+    vlan_plan, plan, created, uplinks = [], [], [], {}
+    for net in {p.network.bridge: p.network for p in request.ports}.values():
+        first, rest = plan_network(links, net, created)
+        vlan_plan += first
+        plan += rest
+        uplinks[net.bridge] = net.vlan_interface or net.physical_interface
+    if vif_type == "ethernet":
+        for port in request.ports:
+            plan += plan_tap(links, port, created)
+    # VLAN devices first: a kernel without 8021q fails before anything else changed.
+    return vlan_plan + plan, created, uplinks
+
+
+def _plug_links(links, registry, request, vif_type, check_mode):
+    """Plan and run the link commands. A link to create that appeared in between (a bridge another
+    build sharing this kernel made) is someone else's: plan again, and use it as it is."""
+    out = {"changed": False, "commands": [], "created_links": []}
+    for attempt in range(1, LINK_PLAN_ATTEMPTS + 1):
+        plan, created, uplinks = _plan_links(links, request, vif_type)
+        out["commands"] += [["ip", *links.argv(a)] for a in plan]
+        out["changed"] = out["changed"] or bool(plan)
+        if check_mode:
+            out["created_links"] = created
+            break
+        try:
+            links.apply(plan, done=_recorder(registry, request, uplinks, made=out["created_links"]))
+        except LinkTakenError:
+            if attempt == LINK_PLAN_ATTEMPTS:
+                raise
+            continue
+        registry.record(request.instance_uuid, request.ports, created, uplinks)
+        registry.save()
+        break
+    return out
+
+
+def _recorder(registry, request, uplinks, made):
     """Save each link to the registry as soon as it exists (and again once it carries our alias), so a
-    run that fails halfway leaves only recorded links, which state=absent removes."""
+    run that fails halfway leaves only recorded links, which state=absent removes. ``made`` collects
+    the names of the links created."""
 
     def done(args):
         name = created_by(args)
         if name is not None:
+            made.append(name)
             registry.record(request.instance_uuid, request.ports, [name], uplinks, alias_pending=True)
             registry.save()
         elif aliased(args) is not None and aliased(args) in registry.data["links"]:

@@ -21,7 +21,12 @@ from ansible_collections.nimbus.compute.plugins.module_utils._common.errors impo
 from ansible_collections.nimbus.compute.plugins.module_utils._common.locks import FileLock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.paths import locks_dir
 from ansible_collections.nimbus.compute.plugins.module_utils._common.runner import CommandRunner
-from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import STEP, NetworkError, UnsupportedError
+from ansible_collections.nimbus.compute.plugins.module_utils._network.errors import (
+    STEP,
+    LinkTakenError,
+    NetworkError,
+    UnsupportedError,
+)
 
 IP = CommandRunner("ip", step=STEP, timeout=30)
 OWNER_ALIAS = "nimbus.compute"
@@ -70,7 +75,10 @@ class Links:
             except CommandError as exc:
                 if "type" in args and "vlan" in args and "Unknown device type" in exc.msg:
                     raise UnsupportedError(VLAN_UNSUPPORTED % "Unknown device type")
-                raise NetworkError("ip %s failed: %s" % (" ".join(str(a) for a in args), exc.msg))
+                message = "ip %s failed: %s" % (" ".join(str(a) for a in args), exc.msg)
+                if created_by(args) is not None and "File exists" in exc.msg:
+                    raise LinkTakenError(message, created_by(args))
+                raise NetworkError(message)
             if done is not None:
                 done(args)
 

@@ -177,6 +177,52 @@ def test_a_link_whose_alias_someone_else_set_is_not_deleted(tmp_path, kernel):
     assert "brqn" in kernel.links
 
 
+class RacingKernel(FakeKernel):
+    """Another agent sharing the kernel creates ``name`` (a plain bridge, not ours) just before our
+    ``link add`` of it runs, ``times`` times."""
+
+    def __init__(self, links, name, times=1):
+        super().__init__(links)
+        self.name, self.times = name, times
+
+    def run(self, args, check=True, input_data=None, timeout=None):
+        args = [str(a) for a in args]
+        if args[:2] == ["link", "add"] and args[args.index("name") + 1] == self.name and self.times:
+            self.times -= 1
+            self.links[self.name] = {"flags": ["UP"], "linkinfo": {"info_kind": "bridge"}}
+            return self._result(args, 2, err="RTNETLINK answers: File exists", check=check)
+        return super().run(args, check=check, input_data=input_data, timeout=timeout)
+
+
+def racing(monkeypatch, times):
+    fake = RacingKernel({"eth1": {"flags": ["UP"], "linkinfo": {"info_kind": "veth"}, "mtu": 1500}}, "brqn", times)
+    monkeypatch.setattr(instance, "Links", lambda netns=None: Links(netns, runner=fake))
+    monkeypatch.setattr(instance, "Firewall", NoFirewall)
+    return fake
+
+
+def test_a_bridge_made_meanwhile_by_another_build_is_used_and_left_to_its_maker(tmp_path, monkeypatch):
+    kernel = racing(monkeypatch, times=1)
+    result = ensure_present(two_ports(), str(tmp_path), vif_type="ethernet", scope="links")
+    taps = {p.tap for p in two_ports().ports}
+    assert sorted(result["created_links"]) == sorted(taps)  # not the bridge: someone else made it
+    assert all(kernel.links[tap]["master"] == "brqn" for tap in taps) and "ifalias" not in kernel.links["brqn"]
+    assert set(Registry(str(tmp_path)).data["links"]) == taps
+    assert sorted(ensure_absent(INSTANCE, str(tmp_path), scope="links")["removed_links"]) == sorted(taps)
+    assert set(kernel.links) == {"eth1", "brqn"}
+
+
+def test_a_link_that_keeps_appearing_fails_after_a_few_plans(tmp_path, monkeypatch):
+    kernel = racing(monkeypatch, times=instance.LINK_PLAN_ATTEMPTS)
+    kernel.links.pop("brqn", None)
+    original_show = Links.show
+    # The other agent deletes its bridge again each time, so every plan wants to create it.
+    monkeypatch.setattr(Links, "show", lambda self, name: None if name == "brqn" else original_show(self, name))
+    with pytest.raises(NetworkError, match=r"ip link add name brqn type bridge failed: .*File exists"):
+        ensure_present(two_ports(), str(tmp_path), vif_type="ethernet", scope="links")
+    assert kernel.times == 0 and Registry(str(tmp_path)).data["links"] == {}
+
+
 def fake_firewall(kernel):
     return lambda netns=None: nft.Firewall(netns, runner=None, ip_runner=kernel)
 
