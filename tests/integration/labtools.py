@@ -30,6 +30,12 @@ def virsh(*args, check=True, uri=LAB_URI):
     return proc
 
 
+def domstate(name):
+    """What ``virsh domstate`` says of the domain ``name`` ("running", "shut off" ...), or "absent"."""
+    proc = virsh("domstate", name, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else "absent"
+
+
 def run_role(tmp_path, role, role_vars, extra_env=None):
     """Apply one role of the collection to localhost with ansible-playbook; returns the CompletedProcess."""
     play = [{"hosts": "all", "gather_facts": False,

@@ -10,7 +10,7 @@ import time
 import uuid as uuidlib
 
 import pytest
-from labtools import unavailable, virsh
+from labtools import domstate, unavailable, virsh
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
@@ -75,11 +75,6 @@ def server():
         yield srv
     finally:
         srv.cleanup()
-
-
-def domstate(name):
-    proc = virsh("domstate", name, check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else "absent"
 
 
 def test_states_idempotence_and_absent(server):

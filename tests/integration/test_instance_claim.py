@@ -12,8 +12,9 @@ import sys
 import uuid as uuidlib
 
 import pytest
-from labtools import unavailable
+from labtools import domstate, unavailable
 
+from ansible_collections.nimbus.compute.plugins.module_utils._common import paths
 from ansible_collections.nimbus.compute.plugins.module_utils._instance import claim
 
 pytestmark = pytest.mark.integration
@@ -285,9 +286,7 @@ def fails_in_step_and_leaves_nothing(tmp_path, host, step, words):
 
 
 def domain_state(uuid):
-    proc = subprocess.run(["virsh", "-c", URI, "domstate", "instance-%s" % uuid], capture_output=True, text=True,
-                          check=False)
-    return proc.stdout.strip() if proc.returncode == 0 else "absent"
+    return domstate(paths.domain_name(uuid))
 
 
 @pytest.fixture
