@@ -41,7 +41,8 @@ options:
       - V(defined) defines the domain and leaves its run state alone.
       - V(running) starts a stopped domain and resumes a paused one.
       - V(paused) starts a stopped domain paused, or pauses a running one.
-      - V(shutdown) asks the guest to power off (ACPI), then destroys it after O(shutdown_timeout) when O(force_after_timeout).
+      - V(shutdown) asks the guest to power off (ACPI), again every 10 seconds as Nova does (a guest still booting misses
+        the first request), then destroys it after O(shutdown_timeout) when O(force_after_timeout).
       - V(destroyed) powers the domain off at once.
       - V(absent) destroys and undefines it; C(changed=false) when it is already gone.
     type: str

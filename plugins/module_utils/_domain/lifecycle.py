@@ -28,6 +28,8 @@ STATES = ("defined", "running", "paused", "shutdown", "destroyed", "absent")
 REBOOT_MODES = ("soft", "hard")
 STEP = "domain"
 POLL = 0.1
+# Seconds between ACPI shutdown requests to a guest that has not powered off yet (Nova's SHUTDOWN_RETRY_INTERVAL).
+SHUTDOWN_RETRY_INTERVAL = 10.0
 
 # virDomainState numbers, named as libvirt names them.
 STATE_NAMES = {0: "nostate", 1: "running", 2: "blocked", 3: "paused", 4: "shutdown", 5: "shutoff", 6: "crashed",
@@ -146,18 +148,28 @@ class Lifecycle:
                 raise _fail("%s is paused and cannot shut down gracefully (force_after_timeout is false)" % dom.name())
             self.destroy(dom)
             return True
-        try:
-            dom.shutdown()  # default method: ACPI power button (guest agent when one is configured)
-        except self.libvirt.libvirtError as exc:
-            if dom.isActive():
-                raise _fail("shutting down %s failed: %s" % (dom.name(), exc.get_error_message()))
-        if wait_for(dom, ("shutoff", "crashed"), self.shutdown_timeout, "shutdown"):
-            return False
+        # A guest still booting can miss the press (its ACPI is not up yet): press again every
+        # SHUTDOWN_RETRY_INTERVAL seconds within the timeout, as Nova's compute manager does.
+        deadline = time.monotonic() + self.shutdown_timeout
+        while True:
+            self._press_power_button(dom)
+            left = max(0.0, deadline - time.monotonic())
+            if wait_for(dom, ("shutoff", "crashed"), min(SHUTDOWN_RETRY_INTERVAL, left), "shutdown"):
+                return False
+            if time.monotonic() >= deadline:
+                break
         if not self.force_after_timeout:
             raise _fail("%s did not shut down within %.0f s (the guest ignored ACPI; force_after_timeout is false)"
                         % (dom.name(), self.shutdown_timeout), retryable=True)
         self.destroy(dom)
         return True
+
+    def _press_power_button(self, dom):
+        try:
+            dom.shutdown()  # default method: ACPI power button (guest agent when one is configured)
+        except self.libvirt.libvirtError as exc:
+            if dom.isActive():  # not when it went off meanwhile
+                raise _fail("shutting down %s failed: %s" % (dom.name(), exc.get_error_message()))
 
     def undefine(self, dom):
         # Drivers without NVRAM or checkpoints (e.g. the test driver) refuse those flags: retry without.

@@ -257,3 +257,41 @@ def test_a_define_libvirt_refuses_leaves_no_journal_entry(conn, tmp_path, uuid, 
         _run(tmp_path, uuid, progress)
     assert progress == {"defined": False} and _journaled(tmp_path, uuid) == []
     assert lifecycle.find(conn, uuid=uuid) is None
+
+
+class LateAcpiGuest:
+    """A guest that powers off at the ``hears``-th ACPI press: the earlier ones came before its ACPI was up."""
+
+    def __init__(self, hears):
+        self.hears, self.presses, self.off, self.destroyed = hears, 0, False, False
+
+    def state(self):
+        return [5 if self.off else 1, 0]
+
+    def shutdown(self):
+        self.presses += 1
+        self.off = self.presses >= self.hears
+
+    def isActive(self):
+        return not self.off
+
+    def destroy(self):
+        self.off = self.destroyed = True
+
+    def name(self):
+        return "late-acpi"
+
+
+def test_shutdown_presses_again_until_the_guest_hears_it(conn, monkeypatch):
+    monkeypatch.setattr(lifecycle, "SHUTDOWN_RETRY_INTERVAL", 0.05)
+    guest = LateAcpiGuest(hears=3)
+    assert lifecycle.Lifecycle(conn, shutdown_timeout=5).shutdown(guest) is False
+    assert guest.presses == 3 and not guest.destroyed
+
+
+def test_shutdown_of_a_deaf_guest_forces_once_the_timeout_is_over(conn, monkeypatch):
+    monkeypatch.setattr(lifecycle, "SHUTDOWN_RETRY_INTERVAL", 0.1)
+    guest = LateAcpiGuest(hears=10**6)
+    started = time.monotonic()
+    assert lifecycle.Lifecycle(conn, shutdown_timeout=0.35).shutdown(guest) is True
+    assert guest.destroyed and 3 <= guest.presses <= 5 and time.monotonic() - started < 2
