@@ -157,7 +157,8 @@ instances:
       and with O(domain_state) C(domain) what M(nimbus.compute.domain) returns.
     - When it failed, C(msg), C(failed_step) (V(instance_claim), V(instance_disks), V(domain_xml) or V(domain)),
       C(reschedule) (true when another host may take the server), C(elapsed), C(resources) for a refused claim,
-      and C(rollback_failed) when what was made for it could not be removed again.
+      and C(rollback_failed) when what was made for it could not be removed again (a list of C(step) and C(msg), as in
+      the M(nimbus.compute.server) role's result).
   returned: always
   type: list
   elements: dict

@@ -215,6 +215,8 @@ def test_reschedule_when_the_claim_is_refused(clean_fleet, guest_images, tmp_pat
     assert failed["host"] == first["host"] and failed["failed"] and failed["failed_step"] == "instance_claim"
     assert failed["reschedule"] is True
     assert not server["failed"] and server["host"] == first["alternates"][0] and len(server["attempts"]) == 2
+    # Refused in the image play's instance_prepare run: that is attempt 1, and the role went to the alternate.
+    assert [a["attempt"] for a in server["attempts"]] == [1, 2] and failed["rollback_failed"] == []
     assert fleet.domain_state(server["host"], server["uuid"]) == "shut off"
     # The refused host holds nothing of the server: only the filler's claim.
     assert fleet.instance_dirs(first["host"]) == {filler}
@@ -320,7 +322,12 @@ def test_a_down_hypervisor_is_left_out_and_the_others_build(clean_fleet, guest_i
 
 def test_libvirt_dying_after_the_claim_still_reschedules(clean_fleet, guest_images, tmp_path):
     inv = fleet.inventory(tmp_path)
-    req = fleet.request(guest_images, "fleet-dies", state="defined")
+    # A server with a port: the server role builds it step by step, so its rescue's rollback meets the dead libvirt.
+    # (Without ports, instance_prepare builds it: a failed XML step there has no domain to remove.)
+    req = fleet.request(guest_images, "fleet-dies", state="defined",
+                        ports=[{"id": "5e2d4b6a-1c3f-4a7e-9b8d-2f4e6a8c0d11", "network": "fleetnet",
+                                "fixed_ips": ["10.78.0.40"]}],
+                        networks=[{"name": "fleetnet", "type": "flat", "cidr": "10.78.0.0/24"}])
     summary_path = os.path.join(str(tmp_path), "dies.json")
     proc = subprocess.Popen(fleet.playbook_argv("create_server.yml", inv, req, summary_path), env=fleet.env(),
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

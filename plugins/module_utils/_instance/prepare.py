@@ -212,17 +212,17 @@ def _undo(server, instances_path, claimed, created_files, check_mode, pending, f
         try:
             lifecycle.run(undefine)
         except (NimbusError, OSError) as exc:
-            problems.append(failure(exc, lifecycle.STEP)["msg"])
+            problems.append({"step": lifecycle.STEP, "msg": failure(exc, lifecycle.STEP)["msg"]})
     if created_files:
         try:
             disks.remove(uuid, instances_path, files=created_files)
         except (NimbusError, OSError) as exc:
-            problems.append(failure(exc, disks.STEP)["msg"])
+            problems.append({"step": disks.STEP, "msg": failure(exc, disks.STEP)["msg"]})
     if claimed["created"]:  # a claim that was already there belongs to an older server: it stays
         try:
             claim.release(uuid, instances_path)
         except (NimbusError, OSError) as exc:
-            problems.append(failure(exc, claim.STEP)["msg"])
+            problems.append({"step": claim.STEP, "msg": failure(exc, claim.STEP)["msg"]})
     if problems:
         failed["rollback_failed"] = problems
 

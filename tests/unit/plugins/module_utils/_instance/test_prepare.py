@@ -135,3 +135,18 @@ def test_check_mode_reports_each_domain_it_would_define_and_start(host, monkeypa
         assert entry["domain"]["diff"]["before"] == "" and "<domain" in entry["domain"]["diff"]["after"]
     assert third["failed_step"] == "instance_claim" and "domain" not in third
     assert sorted(os.listdir(root)) == ["_base"], "check mode changes nothing"
+
+
+def test_a_rollback_step_that_fails_is_named_as_in_the_server_role(tmp_path, monkeypatch):
+    class Server:
+        instance_uuid = UUIDS[0]
+
+    def refuse(uuid, instances_path, **_kwargs):
+        raise OSError(13, "Permission denied", os.path.join(instances_path, uuid))
+
+    monkeypatch.setattr(prepare.disks, "remove", refuse)
+    monkeypatch.setattr(prepare.claim, "release", refuse)
+    failed = {}
+    prepare._undo(Server(), str(tmp_path), {"created": True}, ["disk"], False, None, failed)
+    assert [entry["step"] for entry in failed["rollback_failed"]] == ["instance_disks", "instance_claim"]
+    assert all("Permission denied" in entry["msg"] for entry in failed["rollback_failed"])
