@@ -212,19 +212,24 @@ def _undo(server, instances_path, claimed, created_files, check_mode, pending, f
         try:
             lifecycle.run(undefine)
         except (NimbusError, OSError) as exc:
-            problems.append({"step": lifecycle.STEP, "msg": failure(exc, lifecycle.STEP)["msg"]})
+            problems.append(_rollback_problem(exc, lifecycle.STEP))
     if created_files:
         try:
             disks.remove(uuid, instances_path, files=created_files)
         except (NimbusError, OSError) as exc:
-            problems.append({"step": disks.STEP, "msg": failure(exc, disks.STEP)["msg"]})
+            problems.append(_rollback_problem(exc, disks.STEP))
     if claimed["created"]:  # a claim that was already there belongs to an older server: it stays
         try:
             claim.release(uuid, instances_path)
         except (NimbusError, OSError) as exc:
-            problems.append({"step": claim.STEP, "msg": failure(exc, claim.STEP)["msg"]})
+            problems.append(_rollback_problem(exc, claim.STEP))
     if problems:
         failed["rollback_failed"] = problems
+
+
+def _rollback_problem(exc, step):
+    """A rollback step that failed, as the server role's result lists it."""
+    return {"step": step, "msg": failure(exc, step)["msg"]}
 
 
 def _failed(uuid, failed):

@@ -27,7 +27,3 @@ class UnsupportedError(NetworkError):
 class LinkTakenError(NetworkError):
     """A link a plan was to create exists by the time its command runs: something else sharing the
     kernel (another agent, a build for another instances_path) made it after the plan was made."""
-
-    def __init__(self, msg, name):
-        super().__init__(msg)
-        self.name = name

@@ -75,10 +75,8 @@ class Links:
             except CommandError as exc:
                 if "type" in args and "vlan" in args and "Unknown device type" in exc.msg:
                     raise UnsupportedError(VLAN_UNSUPPORTED % "Unknown device type")
-                message = "ip %s failed: %s" % (" ".join(str(a) for a in args), exc.msg)
-                if created_by(args) is not None and "File exists" in exc.msg:
-                    raise LinkTakenError(message, created_by(args))
-                raise NetworkError(message)
+                error = LinkTakenError if created_by(args) is not None and "File exists" in exc.msg else NetworkError
+                raise error("ip %s failed: %s" % (" ".join(str(a) for a in args), exc.msg))
             if done is not None:
                 done(args)
 

@@ -139,12 +139,20 @@ def two_ports(net=None):
     return parse_request(INSTANCE, ports, [net], [])
 
 
-@pytest.fixture
-def kernel(monkeypatch):
-    fake = FakeKernel({"eth1": {"flags": ["UP"], "linkinfo": {"info_kind": "veth"}, "mtu": 1500}})
+def host_links():
+    """The host's links before any run: the uplink eth1."""
+    return {"eth1": {"flags": ["UP"], "linkinfo": {"info_kind": "veth"}, "mtu": 1500}}
+
+
+def use_kernel(monkeypatch, fake):
     monkeypatch.setattr(instance, "Links", lambda netns=None: Links(netns, runner=fake))
     monkeypatch.setattr(instance, "Firewall", NoFirewall)
     return fake
+
+
+@pytest.fixture
+def kernel(monkeypatch):
+    return use_kernel(monkeypatch, FakeKernel(host_links()))
 
 
 def test_every_link_of_a_run_failing_at_any_command_is_removed_by_absent(tmp_path, kernel):
@@ -153,7 +161,7 @@ def test_every_link_of_a_run_failing_at_any_command_is_removed_by_absent(tmp_pat
     assert len(planned) >= 12 and len(creating) == 3  # bridge + 2 taps
     for fail_at in range(1, len(planned) + 1):
         path = tmp_path / str(fail_at)
-        kernel.links = {"eth1": {"flags": ["UP"], "linkinfo": {"info_kind": "veth"}, "mtu": 1500}}
+        kernel.links = host_links()
         kernel.changes, kernel.fail_at = 0, fail_at
         with pytest.raises(NetworkError, match="injected failure"):
             ensure_present(two_ports(), str(path), vif_type="ethernet", scope="links")
@@ -195,10 +203,7 @@ class RacingKernel(FakeKernel):
 
 
 def racing(monkeypatch, times):
-    fake = RacingKernel({"eth1": {"flags": ["UP"], "linkinfo": {"info_kind": "veth"}, "mtu": 1500}}, "brqn", times)
-    monkeypatch.setattr(instance, "Links", lambda netns=None: Links(netns, runner=fake))
-    monkeypatch.setattr(instance, "Firewall", NoFirewall)
-    return fake
+    return use_kernel(monkeypatch, RacingKernel(host_links(), "brqn", times))
 
 
 def test_a_bridge_made_meanwhile_by_another_build_is_used_and_left_to_its_maker(tmp_path, monkeypatch):
