@@ -57,6 +57,16 @@ options:
       - The largest virtual size accepted, in GiB; normally the flavor's root disk. Checked before conversion.
       - V(0) means no limit, as a flavor with C(root_gb=0) takes the image's own size in Nova.
     type: int
+  file_src_dirs:
+    description:
+      - Directories that C(file://) sources must lie in. A C(file://) O(src) is copied only when the file, with symlinks
+        resolved, is under one of them; anything else is refused before any change.
+      - Without it a C(file://) O(src) may name any regular file the module can read, and a V(raw) image takes any bytes.
+        Set it wherever O(src) comes from someone who should not read the hypervisor's files, for example an
+        AWX survey.
+      - The check is made again on the file as opened, so a symlink swapped in after the first check cannot lead out.
+    type: list
+    elements: str
   timeout:
     description:
       - Seconds allowed for connecting and for each read without data. Above 0 and at most 604800 (a week).
@@ -110,6 +120,13 @@ EXAMPLES = r"""
     src: file:///srv/images/vmlinuz
     image_id: guest-kernel-6.1
     disk_format: aki
+
+- name: Cache an image from a local file, refusing files outside /srv/images
+  nimbus.compute.image_cache:
+    src: "file:///srv/images/{{ image_file }}"
+    image_id: "{{ image_file }}"
+    disk_format: qcow2
+    file_src_dirs: [/srv/images]
 """
 
 RETURN = r"""
@@ -165,6 +182,7 @@ ARGUMENT_SPEC = spec(
     url_username=dict(type="str"),
     url_password=dict(type="str", no_log=True),
     validate_certs=dict(type="bool", default=True),
+    file_src_dirs=dict(type="list", elements="str"),
 )
 
 

@@ -59,9 +59,24 @@ PLAY = """
         instances_path: "{instances}"
       register: refused
       ignore_errors: true
+    - name: The server role's image steps, file sources allowed only in another directory
+      block:
+        - name: Cache through the role
+          ansible.builtin.include_role:
+            name: nimbus.compute.server
+            tasks_from: images.yml
+          vars:
+            server_image: {{id: outside-image, src: "file://{qcow2}", disk_format: qcow2}}
+            server_flavor: {{root_gb: 1}}
+            server_instances_path: "{instances}"
+            server_image_file_dirs: ["{allowed}"]
+      rescue:
+        - name: Keep the role's failure
+          ansible.builtin.set_fact:
+            outside: "{{{{ ansible_failed_result }}}}"
     - name: Results
       ansible.builtin.copy:
-        content: "{{{{ dict(first=first, second=second, checked=checked, refused=refused) | to_json }}}}"
+        content: "{{{{ dict(first=first, second=second, checked=checked, refused=refused, outside=outside) | to_json }}}}"
         dest: "{out}"
         mode: "0600"
 """
@@ -88,7 +103,9 @@ def test_modules_and_cleanup_role_through_ansible(tmp_path):
         handle.write(os.urandom(1 << 20))
     image_corpus.qemu_img("convert", "-f", "raw", "-O", "qcow2", raw, qcow2)
     instances, out = str(tmp_path / "instances"), str(tmp_path / "out.json")
-    (tmp_path / "play.yml").write_text(PLAY.format(qcow2=qcow2, instances=instances, out=out))
+    allowed = str(tmp_path / "images")
+    os.mkdir(allowed)
+    (tmp_path / "play.yml").write_text(PLAY.format(qcow2=qcow2, instances=instances, out=out, allowed=allowed))
     playbook(str(tmp_path / "play.yml"), cwd=str(tmp_path))
     with open(out) as handle:
         results = json.load(handle)
@@ -98,6 +115,9 @@ def test_modules_and_cleanup_role_through_ansible(tmp_path):
     assert results["second"]["changed"] is False
     assert results["checked"]["changed"] is True
     assert results["refused"]["failed"] is True and results["refused"]["rule"] == "format-mismatch"
+    # server_image_file_dirs reaches image_cache: the qcow2 is not in the allowed directory, so nothing is cached.
+    assert results["outside"]["failed"] is True and "outside file_src_dirs" in results["outside"]["msg"]
+    assert not os.path.exists(paths.base_path(instances, "outside-image"))
     assert sorted(os.listdir(paths.base_dir(instances))) == [os.path.basename(base)]
 
     # Cleanup: the played image is in use by an instance; an old unused one goes; a fresh one stays.

@@ -70,7 +70,7 @@ class ImageRequest:
 
     def __init__(self, image_id, src, disk_format, *, instances_path=paths.DEFAULT_INSTANCES_PATH, checksum=None,
                  max_virtual_size_gb=None, timeout=30, download_timeout=3600, lock_timeout=3600, validate_certs=True,
-                 url_username=None, url_password=None):
+                 url_username=None, url_password=None, file_src_dirs=None):
         image_id = validate_image_id(image_id)
         if disk_format not in FORMATS:
             raise ValidationError("disk_format %r is not one of %s" % (disk_format, ", ".join(FORMATS)), step=STEP)
@@ -82,7 +82,8 @@ class ImageRequest:
         if max_virtual_size_gb is not None:
             validate_number(max_virtual_size_gb, "max_virtual_size_gb", STEP, minimum=0, maximum=MAX_INT)
         paths.validate_instances_path(instances_path, step=STEP)
-        source.validate_src(src)
+        self.file_dirs = source.validate_file_dirs(file_src_dirs)
+        source.check_file_src(source.validate_src(src), self.file_dirs)
         if url_password is not None and url_username is None:
             raise ValidationError("url_password needs url_username", step=STEP)
         self.credentials = (url_username, url_password or "") if url_username is not None else None
@@ -290,7 +291,7 @@ def _fetch_and_convert(request):
             algorithm=request.checksum[0] if request.checksum else None, image_id=request.image_id,
             # Only a file that becomes the base itself needs to be durable; a converted one is
             # read once by qemu-img (from the page cache) and deleted, its output is fsynced.
-            fsync=inspector.QEMU_DRIVER.get(request.disk_format, "raw") == "raw",
+            fsync=inspector.QEMU_DRIVER.get(request.disk_format, "raw") == "raw", file_dirs=request.file_dirs,
         )
         if request.checksum and download.digest != request.checksum[1]:
             raise request.refuse("checksum-mismatch", "%s of the downloaded bytes is %s, expected %s"

@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 
 from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import ImageError, ImageRefused
-from ansible_collections.nimbus.compute.plugins.module_utils._image.source import redact, validate_src
+from ansible_collections.nimbus.compute.plugins.module_utils._image.source import opened_inside, redact, validate_src
 
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
@@ -66,12 +66,13 @@ class FetchResult:
 
 
 def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, credentials=None, max_bytes=None,
-          free_bytes=None, algorithm=None, image_id="?", fsync=True):
+          free_bytes=None, algorithm=None, image_id="?", fsync=True, file_dirs=None):
     """Copy ``src`` into the new file ``dest`` (created 0644, must not exist) and fsync it
     (``fsync=False`` for a temporary file that is converted, then dropped).
 
     ``timeout`` bounds each connect/read, ``deadline`` the whole transfer; more than ``max_bytes``
-    is refused, more than ``free_bytes`` fails (retryable: another host may have room).
+    is refused, more than ``free_bytes`` fails (retryable: another host may have room). With ``file_dirs``
+    (resolved directories) a file:// source is copied only when the file opened lies under one of them.
     Returns the byte count and the hex digest (when ``algorithm`` is given).
     """
     shown = redact(src)
@@ -82,6 +83,9 @@ def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, cred
             if not stat.S_ISREG(os.stat(local).st_mode):  # a FIFO or a device never ends cleanly
                 raise ImageError("fetch of %s failed: not a regular file" % shown)
             source = open(local, "rb")
+            if file_dirs is not None and not opened_inside(source.fileno(), file_dirs):
+                source.close()
+                raise ImageError("fetch of %s failed: the opened file is outside file_src_dirs" % shown)
             expected = os.fstat(source.fileno()).st_size
         else:
             source = _open_http(src, timeout, validate_certs, credentials)

@@ -9,8 +9,10 @@ importing the HTTP and TLS stack (about 30 ms of every image_cache run).
 
 from __future__ import annotations
 
+import os
 import re
 import urllib.parse
+import urllib.request
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import STEP
@@ -59,3 +61,40 @@ def parse_checksum(value):
             "checksum %r is not sha256:<64 hex digits> or sha512:<128 hex digits>" % value, step=STEP
         )
     return match.group(1), match.group(2).lower()
+
+
+def validate_file_dirs(dirs):
+    """``file_src_dirs``: None (file sources anywhere) or a non-empty list of absolute directory paths."""
+    if dirs is None:
+        return None
+    if not isinstance(dirs, (list, tuple)) or not dirs:
+        raise ValidationError("file_src_dirs must be a non-empty list of absolute directory paths", step=STEP)
+    for entry in dirs:
+        if not isinstance(entry, str) or not os.path.isabs(entry) or "\0" in entry:
+            raise ValidationError("file_src_dirs entry %r is not an absolute path" % (entry,), step=STEP)
+    # Resolved once: a symlinked directory stands for where it points, as the sources are resolved too.
+    return tuple(os.path.realpath(entry) for entry in dirs)
+
+
+def inside_dirs(path, dirs):
+    """Whether the resolved ``path`` lies under one of the resolved ``dirs``."""
+    return any(os.path.commonpath((path, entry)) == entry for entry in dirs)
+
+
+def check_file_src(parts, dirs):
+    """Refuse a file:// source that resolves (symlinks followed) outside ``dirs``; None allows any."""
+    if dirs is None or parts.scheme != "file":
+        return
+    local = os.path.realpath(urllib.request.url2pathname(parts.path))
+    if not inside_dirs(local, dirs):
+        raise ValidationError("src %r resolves to %s, outside file_src_dirs (%s)"
+                              % (urllib.parse.urlunsplit(parts), local, ", ".join(dirs)), step=STEP)
+
+
+def opened_inside(fd, dirs):
+    """Whether the file open on ``fd`` is under ``dirs``, by the path the kernel reports for it: a symlink
+    swapped in after the check cannot lead the copy out of the allowed directories."""
+    try:
+        return inside_dirs(os.readlink("/proc/self/fd/%d" % fd), dirs)
+    except OSError:
+        return False

@@ -155,3 +155,17 @@ def test_cleanup_module_refuses_a_file_as_instances_path(capsys):
 def test_cleanup_module_missing_instances_path_is_ok(tmp_path, capsys):
     result = run(image_cache_cleanup, dict(instances_path=str(tmp_path / "missing")), capsys)
     assert result["rc"] == 0 and result["changed"] is False
+
+
+def test_file_src_outside_file_src_dirs_is_refused_before_anything(tmp_path, kernel, capsys):
+    """An AWX survey's file:///etc/shadow as a raw image would become a 0644 base a guest can read."""
+    allowed = tmp_path / "images"
+    allowed.mkdir()
+    result = run(image_cache, args(tmp_path, kernel, file_src_dirs=[str(allowed)]), capsys)
+    assert result["rc"] == 1 and result["failed_step"] == "image_cache"
+    assert "outside file_src_dirs" in result["msg"] and str(kernel) in result["msg"]
+    assert not os.path.exists(tmp_path / "instances")
+    os.rename(kernel, allowed / "vmlinuz")
+    fetched = run(image_cache, dict(args(tmp_path, kernel, file_src_dirs=[str(allowed)]),
+                                    src="file://%s/vmlinuz" % allowed), capsys)
+    assert fetched["rc"] == 0 and fetched["changed"] is True

@@ -58,3 +58,19 @@ def test_only_regular_files(tmp_path, path):
     with pytest.raises(ImageError, match="not a regular file"):
         fetch.fetch("file://" + path, str(tmp_path / "dest"))
     assert not os.path.exists(tmp_path / "dest")
+
+
+def test_a_symlink_swapped_in_after_the_check_is_not_followed_out(tmp_path):
+    """fetch re-checks the opened file: the request's check passed for a file that a symlink to a secret
+    replaced before the copy."""
+    allowed = tmp_path / "images"
+    allowed.mkdir()
+    (tmp_path / "secret").write_bytes(b"secret")
+    (allowed / "guest.img").symlink_to(tmp_path / "secret")
+    dirs = (str(allowed),)
+    with pytest.raises(ImageError, match="outside file_src_dirs"):
+        fetch.fetch("file://%s/guest.img" % allowed, str(tmp_path / "dest"), file_dirs=dirs)
+    assert not os.path.exists(tmp_path / "dest")
+    (allowed / "guest.img").unlink()
+    (allowed / "guest.img").write_bytes(b"image")
+    assert fetch.fetch("file://%s/guest.img" % allowed, str(tmp_path / "dest"), file_dirs=dirs).size == 5

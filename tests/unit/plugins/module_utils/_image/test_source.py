@@ -37,3 +37,53 @@ def test_validate_src_refuses(src):
 
 def test_validate_src_accepts():
     assert source.validate_src("file:///var/tmp/x.img").path == "/var/tmp/x.img"
+
+
+@pytest.mark.parametrize("dirs", [[], "/srv/images", ["srv/images"], [None], ["/srv/\0images"]])
+def test_file_dirs_must_be_absolute_paths(dirs):
+    with pytest.raises(ValidationError, match="file_src_dirs"):
+        source.validate_file_dirs(dirs)
+
+
+@pytest.fixture
+def image_tree(tmp_path):
+    """An allowed directory holding an image and a symlink leading out of it, and a secret outside it."""
+    allowed, outside = tmp_path / "images", tmp_path / "etc"
+    allowed.mkdir()
+    outside.mkdir()
+    (allowed / "guest.img").write_bytes(b"image")
+    (outside / "shadow").write_bytes(b"secret")
+    (allowed / "escape.img").symlink_to(outside / "shadow")
+    return allowed, outside
+
+
+def test_file_src_inside_the_dirs_is_accepted(image_tree):
+    allowed, _outside = image_tree
+    dirs = source.validate_file_dirs([str(allowed)])
+    source.check_file_src(source.validate_src("file://%s/guest.img" % allowed), dirs)
+    source.check_file_src(source.validate_src("http://example.com/etc/shadow"), dirs)  # only file:// is checked
+    source.check_file_src(source.validate_src("file:///etc/shadow"), None)  # no dirs: anywhere, as before
+
+
+@pytest.mark.parametrize("name", ["escape.img", "../etc/shadow"])
+def test_file_src_leading_outside_the_dirs_is_refused(image_tree, name):
+    allowed, outside = image_tree
+    dirs = source.validate_file_dirs([str(allowed)])
+    with pytest.raises(ValidationError, match="outside file_src_dirs") as caught:
+        source.check_file_src(source.validate_src("file://%s/%s" % (allowed, name)), dirs)
+    assert str(outside / "shadow") in caught.value.msg
+
+
+def test_a_directory_sharing_a_prefix_is_not_inside(tmp_path):
+    (tmp_path / "images-private").mkdir()
+    dirs = source.validate_file_dirs([str(tmp_path / "images")])
+    with pytest.raises(ValidationError, match="outside"):
+        source.check_file_src(source.validate_src("file://%s/images-private/x" % tmp_path), dirs)
+
+
+def test_opened_inside_reads_the_path_of_the_open_file(image_tree):
+    allowed, _outside = image_tree
+    dirs = source.validate_file_dirs([str(allowed)])
+    with open(allowed / "guest.img", "rb") as inside, open(allowed / "escape.img", "rb") as escaped:
+        assert source.opened_inside(inside.fileno(), dirs) is True
+        assert source.opened_inside(escaped.fileno(), dirs) is False
