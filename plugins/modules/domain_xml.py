@@ -36,6 +36,9 @@ options:
       - The flavor, with at least C(vcpus) (>= 1) and C(memory_mb) (>= 16).
       - C(name), C(root_gb), C(ephemeral_gb) and C(swap) are recorded in the metadata.
       - C(extra_specs) may set C(hw:cpu_sockets), C(hw:cpu_cores), C(hw:cpu_threads) (their product must equal C(vcpus)).
+      - C(extra_specs) may set C(hw:numa_nodes) (or the image property C(hw_numa_nodes)), the guest's NUMA nodes. vCPUs and
+        memory are split evenly over them, in order, so the count must divide both; an explicit C(hw:numa_cpus.N) or
+        C(hw:numa_mem.N) split is refused.
     type: dict
     required: true
   image:

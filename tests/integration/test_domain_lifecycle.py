@@ -225,3 +225,20 @@ def test_machine_type_from_image_property(server):
     with pytest.raises(ValidationError, match="machine type 'no-such-machine' is not available"):
         xml_builder.write_domain_xml(params)
     assert written["machine_type"] in open(written["path"]).read(), "the failed run left libvirt.xml alone"
+
+
+def test_flavor_numa_nodes_reach_the_guest(server):
+    """hw:numa_nodes=2 (which the scheduler's NUMATopologyFilter places by) gives QEMU two guest nodes,
+    vCPUs and memory split evenly; the definition reads back from libvirt unchanged."""
+    params = server.params(memory_mb=128)
+    params["flavor"] = dict(params["flavor"], vcpus=2, extra_specs={"hw:numa_nodes": "2"})
+    written = xml_builder.write_domain_xml(params)
+    server.domain(state="running")
+    same, before, after = compare.compare(virsh("dumpxml", "--inactive", server.name).stdout,
+                                          open(written["path"], "rb").read())
+    assert same, "\n".join((before, after))
+    cells = compare.parse(virsh("dumpxml", server.name).stdout.encode()).findall("cpu/numa/cell")
+    assert [(c.get("id"), c.get("cpus"), c.get("memory")) for c in cells] == [("0", "0", "65536"), ("1", "1", "65536")]
+    pid = open("/run/libvirt/qemu/%s.pid" % server.name).read().strip()
+    cmdline = open("/proc/%s/cmdline" % pid, "rb").read().split(b"\0")
+    assert sum(1 for arg in cmdline if arg.startswith(b"node,nodeid=")) == 2, cmdline

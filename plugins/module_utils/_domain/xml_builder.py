@@ -31,6 +31,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._domain.compare imp
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.connection import Connection, DomainError, libvirt_module
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.metadata import METADATA_NS, METADATA_PREFIX
 from ansible_collections.nimbus.compute.plugins.module_utils._domain.virt_type import detect_virt_type
+from ansible_collections.nimbus.compute.plugins.module_utils._instance import numa
 from ansible_collections.nimbus.compute.plugins.module_utils._instance.flavor import validate_flavor
 
 STEP = "domain_xml"
@@ -254,6 +255,11 @@ def validate_request(req):
     props = req.properties
     if not isinstance(props, dict):
         raise ValidationError("image properties must be a dict", step=STEP)
+    try:
+        nodes = numa.requested_nodes(flavor["extra_specs"], props, flavor["vcpus"], flavor["memory_mb"])
+    except ValueError as exc:
+        raise ValidationError(str(exc), step=STEP) from None
+    flavor["numa_cells"] = numa.guest_cells(nodes, flavor["vcpus"], flavor["memory_mb"])
     for key in ("os_command_line", "hw_machine_type"):
         if props.get(key) is not None:
             props[key] = _text(props[key], "image property %s" % key)
@@ -449,8 +455,8 @@ def _cpu(domain, req):
     if mode == "auto":
         # host-passthrough aborts QEMU on some nested hosts (LAB.md); TCG emulates its default model.
         mode = "host-model" if req.virt_type == "kvm" else "none"
-    topology = req.flavor.get("topology")
-    if mode == "none" and not topology:
+    topology, cells = req.flavor.get("topology"), req.flavor.get("numa_cells")
+    if mode == "none" and not topology and not cells:
         return
     cpu = _sub(domain, "cpu")
     if mode == "custom":
@@ -461,6 +467,12 @@ def _cpu(domain, req):
         cpu.set("mode", mode)
     if topology:
         _sub(cpu, "topology", sockets=topology[0], dies=1, cores=topology[1], threads=topology[2])
+    if cells:
+        # The guest's NUMA nodes (hw:numa_nodes), in KiB as libvirt reports them back.
+        numa_element = _sub(cpu, "numa")
+        for index, (first, last, memory_mb) in enumerate(cells):
+            cpus = str(first) if first == last else "%d-%d" % (first, last)  # as libvirt writes a CPU set back
+            _sub(numa_element, "cell", id=index, cpus=cpus, memory=memory_mb * 1024, unit="KiB")
 
 
 def _disks(devices, req, host):

@@ -9,22 +9,17 @@ placement adds its use to the cells it fits (``consume_cells``), so the next ser
 
 from __future__ import annotations
 
+from ansible_collections.nimbus.compute.plugins.module_utils._instance import numa
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.errors import SchedulerInputError
 from ansible_collections.nimbus.compute.plugins.module_utils._scheduler.filters.base import BaseHostFilter
 
 
 def requested_nodes(spec):
-    value = spec.extra_specs.get("hw:numa_nodes") or spec.image_properties.get("hw_numa_nodes")
-    if value is None:
-        return 0
+    """The guest NUMA nodes the request asks for (0: none), split as domain_xml will give them to the guest."""
     try:
-        nodes = int(value)
-    except (TypeError, ValueError):
-        raise SchedulerInputError("hw:numa_nodes must be a whole number, got %r" % value)
-    if nodes < 1 or spec.vcpus % nodes or spec.memory_mb % nodes:
-        raise SchedulerInputError("hw:numa_nodes=%d must be >= 1 and divide vcpus (%d) and memory_mb (%d)"
-                                  % (nodes, spec.vcpus, spec.memory_mb))
-    return nodes
+        return numa.requested_nodes(spec.extra_specs, spec.image_properties, spec.vcpus, spec.memory_mb)
+    except ValueError as exc:
+        raise SchedulerInputError(str(exc)) from None
 
 
 def fitting_cells(host, spec, nodes):

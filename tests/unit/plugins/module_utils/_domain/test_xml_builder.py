@@ -334,3 +334,25 @@ def test_unsafe_text_pattern_is_the_complement_of_xml_chars():
              0xFFFD, 0xFFFE, 0xFFFF, 0x10000, 0x10FFFF}
     for code in sorted(edges | set(range(0, 0x10000, 7))):
         assert bool(xml_builder.XML_UNSAFE_RE.search(chr(code))) is not _xml_char(code), hex(code)
+
+
+def test_numa_nodes_become_guest_cells():
+    flavor = {"name": "m1.numa", "vcpus": 4, "memory_mb": 2048, "extra_specs": {"hw:numa_nodes": "2"}}
+    cells = build(request(flavor=flavor)).findall("cpu/numa/cell")
+    assert [(c.get("id"), c.get("cpus"), c.get("memory"), c.get("unit")) for c in cells] == [
+        ("0", "0-1", str(1024 * 1024), "KiB"), ("1", "2-3", str(1024 * 1024), "KiB")]
+    image = {"id": "img-1", "properties": {"hw_numa_nodes": "4"}}
+    assert [c.get("cpus") for c in build(request(flavor=dict(flavor, extra_specs={}), image=image)).findall("cpu/numa/cell")] \
+        == ["0", "1", "2", "3"]
+    with_topology = dict(flavor, extra_specs={"hw:numa_nodes": "2", "hw:cpu_sockets": "2", "hw:cpu_cores": "2"})
+    cpu = build(request(flavor=with_topology, virt_type="kvm")).find("cpu")
+    assert cpu.get("mode") == "host-model" and cpu.find("topology") is not None and len(cpu.findall("numa/cell")) == 2
+
+
+@pytest.mark.parametrize("specs, words", [({"hw:numa_nodes": "3"}, "must divide vcpus (4)"),
+                                          ({"hw:numa_nodes": "2", "hw:numa_mem.0": "1024"}, "explicit NUMA split")])
+def test_numa_nodes_that_cannot_be_given_fail_the_check(specs, words):
+    flavor = {"name": "m1.numa", "vcpus": 4, "memory_mb": 2048, "extra_specs": specs}
+    with pytest.raises(ValidationError) as caught:
+        xml_builder.generate(request(flavor=flavor), host())
+    assert words in caught.value.msg and caught.value.step == xml_builder.STEP
