@@ -33,21 +33,30 @@ options:
       - Where to fetch the image from, an C(http://), C(https://) or C(file://) URL. Other schemes are refused.
       - For HTTP basic authentication prefer O(url_username) and O(url_password) over credentials in the URL; either way
         they are not put in messages and not forwarded on redirects.
+      - Required, with O(image_id) and O(disk_format), unless O(images) is given.
     type: str
-    required: true
   image_id:
     description:
       - The image's identifier (for example a Glance image UUID). The cache file is named by its SHA-1.
       - A non-empty string without control characters (a number is taken as its text; a list or dict is refused).
     type: raw
-    required: true
   disk_format:
     description:
       - The format the image claims to be. It must match what the inspector detects.
       - V(aki) and V(ari) are a kernel and an initramfs for direct kernel boot, stored without conversion.
     type: str
-    required: true
     choices: [raw, qcow2, vmdk, vdi, vhd, vhdx, iso, aki, ari]
+  images:
+    description:
+      - Several images cached in one run, in order, instead of O(src), O(image_id), O(disk_format) and O(checksum); the
+        server role checks a build's root, kernel and ramdisk images this way, in one process instead of three.
+      - Each is an image dict as the server role and the scheduler request carry it, with C(id), C(src), C(disk_format)
+        and optionally C(checksum), which mean what O(image_id), O(src), O(disk_format) and O(checksum) mean; C(properties)
+        and C(name) are ignored here, any other key is refused.
+      - The other options apply to each image, O(max_virtual_size_gb) included. Every image is checked before any is
+        fetched; the images cached before one that fails stay in the cache, and the failure lists their results in RV(images).
+    type: list
+    elements: dict
   checksum:
     description:
       - Expected digest of the downloaded bytes, V(sha256:<hex>) or V(sha512:<hex>). A mismatch refuses the image.
@@ -121,6 +130,14 @@ EXAMPLES = r"""
     image_id: guest-kernel-6.1
     disk_format: aki
 
+- name: Cache a server's root disk, kernel and ramdisk in one run
+  nimbus.compute.image_cache:
+    images:
+      - {id: debian-12, src: "https://images.example.com/debian-12.qcow2", disk_format: qcow2}
+      - {id: guest-kernel-6.1, src: "https://images.example.com/vmlinuz", disk_format: aki}
+      - {id: guest-initrd-6.1, src: "https://images.example.com/initrd.img", disk_format: ari}
+    max_virtual_size_gb: 20
+
 - name: Cache an image from a local file, refusing files outside /srv/images
   nimbus.compute.image_cache:
     src: "file:///srv/images/{{ image_file }}"
@@ -132,7 +149,7 @@ EXAMPLES = r"""
 RETURN = r"""
 image_id:
   description: The image id the base file is named after.
-  returned: always
+  returned: when O(src) is given
   type: str
 elapsed:
   description: Seconds the module ran on the host for its step (the server role's per-step timings).
@@ -140,21 +157,31 @@ elapsed:
   type: float
 base_path:
   description: Path of the raw base file, C(<instances_path>/_base/<SHA-1 of image_id>).
-  returned: always
+  returned: when O(src) is given
   type: str
   sample: /var/lib/nimbus/instances/_base/3f786850e387550fdab836ed7e6dc881de23001b
 virtual_size:
   description: Virtual size of the image in bytes (null in check mode when nothing is cached yet).
-  returned: always
+  returned: when O(src) is given
   type: int
   sample: 1073741824
 detected_format:
   description:
     - The format the inspector found in the download.
     - For a base found in the cache, what its raw content looks like (V(raw), V(iso) or V(luks)).
-  returned: always
+  returned: when O(src) is given
   type: str
   sample: qcow2
+images:
+  description:
+    - With O(images), one result per image in the order given, each with the keys above (C(changed), C(image_id),
+      C(base_path), C(virtual_size), C(detected_format), C(msg)).
+    - On a failure, the results of the images cached before the one that failed.
+  returned: when O(images) is given
+  type: list
+  elements: dict
+  sample: [{changed: false, image_id: debian-12, base_path: /var/lib/nimbus/instances/_base/3f78..., virtual_size: 2147483648,
+            detected_format: raw}]
 rule:
   description: The safety rule that refused the image, for example V(qcow2-backing-file).
   returned: when the image is refused
@@ -166,14 +193,17 @@ from ansible.module_utils.basic import AnsibleModule
 from ansible_collections.nimbus.compute.plugins.module_utils._common.args import INSTANCES_PATH_ARGS, spec
 from ansible_collections.nimbus.compute.plugins.module_utils._common.clock import StepClock
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import NimbusError, failure
+from ansible_collections.nimbus.compute.plugins.module_utils._image import image_list
 from ansible_collections.nimbus.compute.plugins.module_utils._image.cache import FORMATS, ImageRequest, ensure_cached
 
 ARGUMENT_SPEC = spec(
     INSTANCES_PATH_ARGS,
-    src=dict(type="str", required=True),
+    src=dict(type="str"),
     # raw: type str would turn a list into its Python repr and cache the image under that; validate_image_id checks it.
-    image_id=dict(type="raw", required=True),
-    disk_format=dict(type="str", required=True, choices=list(FORMATS)),
+    image_id=dict(type="raw"),
+    disk_format=dict(type="str", choices=list(FORMATS)),
+    # Checked key by key in image_list (the role's image dicts carry keys for other steps).
+    images=dict(type="list", elements="dict"),
     checksum=dict(type="str"),
     max_virtual_size_gb=dict(type="int"),
     timeout=dict(type="int", default=30),
@@ -188,12 +218,22 @@ ARGUMENT_SPEC = spec(
 
 def main():
     clock = StepClock()
-    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True)
+    module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
+                           required_one_of=[("src", "images")],
+                           mutually_exclusive=[("images", name) for name in ("src", "image_id", "disk_format", "checksum")],
+                           required_together=[("src", "image_id", "disk_format")])
     params = dict(module.params)
+    images = params.pop("images")
     try:
-        request = ImageRequest(params.pop("image_id"), params.pop("src"), params.pop("disk_format"), **params)
-        result = ensure_cached(request, check_mode=module.check_mode)
-        module.exit_json(**clock.stamp(result))
+        if images is None:
+            request = ImageRequest(params.pop("image_id"), params.pop("src"), params.pop("disk_format"), **params)
+            module.exit_json(**clock.stamp(ensure_cached(request, check_mode=module.check_mode)))
+        for name in ("src", "image_id", "disk_format", "checksum"):
+            params.pop(name)
+        requests = image_list.requests_for(images, **params)
+        module.exit_json(**clock.stamp(image_list.ensure_all_cached(requests, check_mode=module.check_mode)))
+    except image_list.ListFailed as failed:
+        module.fail_json(images=failed.done, **clock.stamp(failure(failed.error, "image_cache")))
     except (NimbusError, OSError) as err:
         module.fail_json(**clock.stamp(failure(err, "image_cache")))
 

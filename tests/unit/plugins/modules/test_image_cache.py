@@ -169,3 +169,26 @@ def test_file_src_outside_file_src_dirs_is_refused_before_anything(tmp_path, ker
     fetched = run(image_cache, dict(args(tmp_path, kernel, file_src_dirs=[str(allowed)]),
                                     src="file://%s/vmlinuz" % allowed), capsys)
     assert fetched["rc"] == 0 and fetched["changed"] is True
+
+
+def test_images_option_caches_each_and_excludes_the_single_image_options(tmp_path, kernel, capsys):
+    ramdisk = tmp_path / "initrd.img"
+    ramdisk.write_bytes(b"\x1f\x8b" + os.urandom(1000))
+    listed = [{"id": "kernel-1", "src": "file://%s" % kernel, "disk_format": "aki", "properties": {}},
+              {"id": "ramdisk-1", "src": "file://%s" % ramdisk, "disk_format": "ari"}]
+    instances = str(tmp_path / "instances")
+    checked = run(image_cache, dict(images=listed, instances_path=instances, _ansible_check_mode=True), capsys)
+    assert checked["changed"] is True and [i["changed"] for i in checked["images"]] == [True, True]
+    assert not os.path.exists(instances)
+    done = run(image_cache, dict(images=listed, instances_path=instances), capsys)
+    assert done["rc"] == 0 and [i["base_path"] for i in done["images"]] == [
+        paths.base_path(instances, "kernel-1"), paths.base_path(instances, "ramdisk-1")]
+    assert "base_path" not in done
+    both = run(image_cache, dict(images=listed, src="file://%s" % kernel, instances_path=instances), capsys)
+    assert both["failed"] is True and "mutually exclusive" in both["msg"]
+    neither = run(image_cache, dict(instances_path=instances), capsys)
+    assert neither["failed"] is True and "one of the following is required: src, images" in neither["msg"]
+    listed[1]["checksum"] = "sha256:" + "0" * 64
+    failed = run(image_cache, dict(images=[listed[0], dict(listed[1], id="ramdisk-2")], instances_path=instances), capsys)
+    assert failed["failed"] is True and failed["rule"] == "checksum-mismatch" and failed["failed_step"] == "image_cache"
+    assert [i["image_id"] for i in failed["images"]] == ["kernel-1"]
