@@ -29,10 +29,11 @@ def requests_for(images, **shared):
     for index, image in enumerate(images):
         if not isinstance(image, dict):
             raise ValidationError("images[%d] must be a dict, got %r" % (index, image), step=STEP)
-        unknown = sorted(set(image) - set(IMAGE_KEYS) - set(IGNORED_KEYS))
+        # As text: keys from YAML may be numbers, which do not sort with strings.
+        unknown = sorted(str(key) for key in set(image) - set(IMAGE_KEYS) - set(IGNORED_KEYS))
         if unknown:
             raise ValidationError("images[%d] has unknown keys %s (known: %s)"
-                                  % (index, ", ".join(map(str, unknown)), ", ".join(IMAGE_KEYS + IGNORED_KEYS)), step=STEP)
+                                  % (index, ", ".join(unknown), ", ".join(IMAGE_KEYS + IGNORED_KEYS)), step=STEP)
         missing = [key for key in ("id", "src", "disk_format") if image.get(key) is None]
         if missing:
             raise ValidationError("images[%d] needs %s" % (index, ", ".join(missing)), step=STEP)

@@ -21,7 +21,8 @@ def requested_nodes(extra_specs, image_properties, vcpus, memory_mb):
     count that is not a whole number >= 1 dividing ``vcpus`` and ``memory_mb``, for a flavor and an image
     that ask for different counts, and for an explicit per-node split."""
     extra_specs, image_properties = extra_specs or {}, image_properties or {}
-    explicit = sorted(key for key in list(extra_specs) + list(image_properties) if key.startswith(EXPLICIT_PREFIXES))
+    # As text: keys from YAML may be numbers.
+    explicit = sorted(str(key) for key in [*extra_specs, *image_properties] if str(key).startswith(EXPLICIT_PREFIXES))
     if explicit:
         raise ValueError("an explicit NUMA split (%s) is not supported: use %s alone, which splits vCPUs and memory "
                          "evenly" % (", ".join(explicit), FLAVOR_KEY))

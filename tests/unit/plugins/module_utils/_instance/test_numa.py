@@ -15,6 +15,7 @@ from ansible_collections.nimbus.compute.plugins.module_utils._instance import nu
         ({}, {"hw_numa_nodes": "4"}, 4),
         ({"hw:numa_nodes": 2}, {"hw_numa_nodes": "2"}, 2),
         (None, None, 0),
+        ({1: "x", "hw:numa_nodes": "2"}, {2: "y"}, 2),
     ],
 )
 def test_requested_nodes(specs, props, nodes):
