@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import re
 import urllib.parse
-import urllib.request
 
 from ansible_collections.nimbus.compute.plugins.module_utils._common.errors import ValidationError
 from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import STEP
@@ -85,7 +84,8 @@ def check_file_src(parts, dirs):
     """Refuse a file:// source that resolves (symlinks followed) outside ``dirs``; None allows any."""
     if dirs is None or parts.scheme != "file":
         return
-    local = os.path.realpath(urllib.request.url2pathname(parts.path))
+    # unquote is what url2pathname does on POSIX (fetch opens that path); urllib.request would load the HTTP stack.
+    local = os.path.realpath(urllib.parse.unquote(parts.path))
     if not inside_dirs(local, dirs):
         raise ValidationError("src %r resolves to %s, outside file_src_dirs (%s)"
                               % (urllib.parse.urlunsplit(parts), local, ", ".join(dirs)), step=STEP)
