@@ -133,18 +133,40 @@ def floor_xml(libvirt_xml):
     return re.sub(r"""(<source path=["'])[^"']*/console.log(["'])""", r"\1@DIR@/console.log\2", xml)
 
 
+def guest_images():
+    """The lab guest's kernel and ramdisk image dicts (make setup builds them)."""
+    with open(os.path.join(ROOT, ".cache", "guest", "images.json"), encoding="utf-8") as handle:
+        return json.load(handle)
+
+
+def fresh_workdir():
+    """An empty WORK holding INSTANCES, and a scratch directory in it that QEMU can traverse."""
+    shutil.rmtree(WORK, ignore_errors=True)
+    os.makedirs(INSTANCES)
+    tmp = tempfile.mkdtemp(dir=WORK)
+    os.chmod(tmp, 0o755)
+    return tmp
+
+
+def floor_template(tmp, base_vars):
+    """(cached base path, the XML the floor defines): from one create through the roles, kept until its
+    libvirt.xml is read, then deleted (not timed)."""
+    keep_vars = {**base_vars, "bench_uuid": str(uuidlib.uuid4())}
+    playbook_create_only(tmp, keep_vars)
+    with open(os.path.join(INSTANCES, keep_vars["bench_uuid"], "libvirt.xml"), encoding="utf-8") as handle:
+        xml_template = floor_xml(handle.read())
+    playbook_delete_only(tmp, keep_vars)
+    return os.path.join(INSTANCES, "_base", _sha1(base_vars["bench_image"]["id"])), xml_template
+
+
 def main():
     parser = argparse.ArgumentParser(description="create+delete benchmark")
     parser.add_argument("--runs", type=int, default=10)
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root and the lab (make setup)")
-    with open(os.path.join(ROOT, ".cache", "guest", "images.json"), encoding="utf-8") as handle:
-        guest = json.load(handle)
-    shutil.rmtree(WORK, ignore_errors=True)
-    os.makedirs(INSTANCES)
-    tmp = tempfile.mkdtemp(dir=WORK)
-    os.chmod(tmp, 0o755)
+    guest = guest_images()
+    tmp = fresh_workdir()
     play = os.path.join(tmp, "create_delete.yml")
     with open(play, "w", encoding="utf-8") as handle:
         handle.write(PLAY)
@@ -157,12 +179,7 @@ def main():
         image = {"id": "bench-%d" % size, "src": "file://" + src, "disk_format": "raw", "properties": {}}
         base_vars = {"bench_flavor": FLAVOR, "bench_image": image, "bench_instances": INSTANCES, **guest}
         _elapsed, tasks = playbook(play, {**base_vars, "bench_uuid": str(uuidlib.uuid4())})
-        keep_vars = {**base_vars, "bench_uuid": str(uuidlib.uuid4())}
-        playbook_create_only(tmp, keep_vars)
-        with open(os.path.join(INSTANCES, keep_vars["bench_uuid"], "libvirt.xml"), encoding="utf-8") as handle:
-            xml_template = floor_xml(handle.read())
-        playbook_delete_only(tmp, keep_vars)
-        base = os.path.join(INSTANCES, "_base", _sha1(image["id"]))
+        base, xml_template = floor_template(tmp, base_vars)
         sizes.append({"label": label, "vars": base_vars, "tasks": tasks, "base": base, "xml": xml_template,
                       "ours": [], "floors": []})
     if sizes[0]["tasks"] != sizes[1]["tasks"]:

@@ -16,12 +16,10 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import json
 import os
 import shutil
 import statistics
 import sys
-import tempfile
 import uuid as uuidlib
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -95,18 +93,11 @@ NOOP_PLAY = """- hosts: all
 
 def prepared(tmp):
     """The cached base and the floor's XML, made by one real create+delete through the roles (not timed)."""
-    with open(os.path.join(bench.ROOT, ".cache", "guest", "images.json"), encoding="utf-8") as handle:
-        guest = json.load(handle)
     src = os.path.join(tmp, "base.raw")
     bench.make_raw_image(src, 10 << 20)
     image = {"id": "bench-bound", "src": "file://" + src, "disk_format": "raw", "properties": {}}
-    keep = {"bench_flavor": bench.FLAVOR, "bench_image": image, "bench_instances": bench.INSTANCES, **guest,
-            "bench_uuid": str(uuidlib.uuid4())}
-    bench.playbook_create_only(tmp, keep)
-    with open(os.path.join(bench.INSTANCES, keep["bench_uuid"], "libvirt.xml"), encoding="utf-8") as handle:
-        xml = bench.floor_xml(handle.read())
-    bench.playbook_delete_only(tmp, keep)
-    return os.path.join(bench.INSTANCES, "_base", bench._sha1(image["id"])), xml
+    return bench.floor_template(tmp, {"bench_flavor": bench.FLAVOR, "bench_image": image,
+                                      "bench_instances": bench.INSTANCES, **bench.guest_images()})
 
 
 def main():
@@ -115,10 +106,7 @@ def main():
     args = parser.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: needs root and the lab (make setup)")
-    shutil.rmtree(bench.WORK, ignore_errors=True)
-    os.makedirs(bench.INSTANCES)
-    tmp = tempfile.mkdtemp(dir=bench.WORK)
-    os.chmod(tmp, 0o755)
+    tmp = bench.fresh_workdir()
     base, xml = prepared(tmp)
     xml_path = bench._write(tmp, "floor.xml", xml)
     library = os.path.join(tmp, "library")
