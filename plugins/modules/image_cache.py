@@ -214,13 +214,15 @@ ARGUMENT_SPEC = spec(
     validate_certs=dict(type="bool", default=True),
     file_src_dirs=dict(type="list", elements="str"),
 )
+# The options of one image, which images replaces (each of its dicts carries them).
+SINGLE_IMAGE_OPTIONS = ("src", "image_id", "disk_format", "checksum")
 
 
 def main():
     clock = StepClock()
     module = AnsibleModule(argument_spec=ARGUMENT_SPEC, supports_check_mode=True,
                            required_one_of=[("src", "images")],
-                           mutually_exclusive=[("images", name) for name in ("src", "image_id", "disk_format", "checksum")],
+                           mutually_exclusive=[("images", name) for name in SINGLE_IMAGE_OPTIONS],
                            required_together=[("src", "image_id", "disk_format")])
     params = dict(module.params)
     images = params.pop("images")
@@ -228,7 +230,7 @@ def main():
         if images is None:
             request = ImageRequest(params.pop("image_id"), params.pop("src"), params.pop("disk_format"), **params)
             module.exit_json(**clock.stamp(ensure_cached(request, check_mode=module.check_mode)))
-        for name in ("src", "image_id", "disk_format", "checksum"):
+        for name in SINGLE_IMAGE_OPTIONS:
             params.pop(name)
         requests = image_list.requests_for(images, **params)
         module.exit_json(**clock.stamp(image_list.ensure_all_cached(requests, check_mode=module.check_mode)))

@@ -23,7 +23,7 @@ import urllib.parse
 import urllib.request
 
 from ansible_collections.nimbus.compute.plugins.module_utils._image.errors import ImageError, ImageRefused
-from ansible_collections.nimbus.compute.plugins.module_utils._image.source import opened_inside, redact, validate_src
+from ansible_collections.nimbus.compute.plugins.module_utils._image.source import file_path, opened_inside, redact, validate_src
 
 MAX_REDIRECTS = 5
 CHUNK = 1 << 20
@@ -79,7 +79,7 @@ def fetch(src, dest, *, timeout=30.0, deadline=3600.0, validate_certs=True, cred
     parts = validate_src(src)
     try:
         if parts.scheme == "file":
-            local = urllib.request.url2pathname(parts.path)
+            local = file_path(parts)
             if not stat.S_ISREG(os.stat(local).st_mode):  # a FIFO or a device never ends cleanly
                 raise ImageError("fetch of %s failed: not a regular file" % shown)
             source = open(local, "rb")

@@ -80,12 +80,17 @@ def inside_dirs(path, dirs):
     return any(os.path.commonpath((path, entry)) == entry for entry in dirs)
 
 
+def file_path(parts):
+    """The local path of a file:// URL (split): what fetch opens and the file_src_dirs check resolves.
+    unquote is what urllib.request's url2pathname does on POSIX, without loading the HTTP stack."""
+    return urllib.parse.unquote(parts.path)
+
+
 def check_file_src(parts, dirs):
     """Refuse a file:// source that resolves (symlinks followed) outside ``dirs``; None allows any."""
     if dirs is None or parts.scheme != "file":
         return
-    # unquote is what url2pathname does on POSIX (fetch opens that path); urllib.request would load the HTTP stack.
-    local = os.path.realpath(urllib.parse.unquote(parts.path))
+    local = os.path.realpath(file_path(parts))
     if not inside_dirs(local, dirs):
         raise ValidationError("src %r resolves to %s, outside file_src_dirs (%s)"
                               % (urllib.parse.urlunsplit(parts), local, ", ".join(dirs)), step=STEP)
